@@ -1,0 +1,183 @@
+"""Wire format of node messages: topics, envelopes and JSON Schema validation.
+
+The JSON Schemas in `edge/schemas/` are the contract between nodes and the
+gateway; both sides validate with the functions here.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from referencing import Registry, Resource
+
+SCHEMA_VERSION = 1
+TOPIC_ROOT = "sitlab/v1"
+KINDS = ("counts", "status", "heartbeat", "incident", "config_state", "model_state")
+# Kinds that go through the durable outbox and take a sequence number.
+SEQUENCED_KINDS = frozenset({"counts", "incident"})
+# Topic leaf per kind; both state kinds share the `state` leaf.
+TOPIC_LEAF = {
+    "counts": "counts",
+    "status": "status",
+    "heartbeat": "heartbeat",
+    "incident": "incident",
+    "config_state": "config/state",
+    "model_state": "model/state",
+}
+_SCHEMA_FILE = {
+    "counts": "counts.json",
+    "status": "status.json",
+    "heartbeat": "heartbeat.json",
+    "incident": "incident.json",
+    "config_state": "config_state.json",
+    "model_state": "config_state.json",
+}
+
+
+class MessageError(ValueError):
+    """A message that does not match its schema or its topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed node topic `sitlab/v1/{site}/{node}/{leaf}`."""
+
+    site: str
+    node: str
+    leaf: str
+
+    def __str__(self) -> str:
+        return f"{TOPIC_ROOT}/{self.site}/{self.node}/{self.leaf}"
+
+    @classmethod
+    def parse(cls, topic: str) -> Topic:
+        """Split a topic string; raise MessageError when it is not a node topic."""
+        prefix = TOPIC_ROOT + "/"
+        if not topic.startswith(prefix):
+            raise MessageError(f"topic {topic!r} does not start with {prefix!r}")
+        parts = topic[len(prefix) :].split("/", 2)
+        if len(parts) != 3 or not all(parts):
+            raise MessageError(
+                f"topic {topic!r} is not of the form {prefix}SITE/NODE/LEAF"
+            )
+        return cls(site=parts[0], node=parts[1], leaf=parts[2])
+
+
+def topic_for(site: str, node: str, kind: str) -> str:
+    """Return the topic on which a node publishes messages of `kind`."""
+    return str(Topic(site, node, TOPIC_LEAF[kind]))
+
+
+def kind_for_leaf(leaf: str) -> str | None:
+    """Return the message kind published on a topic leaf, or None."""
+    for kind, kind_leaf in TOPIC_LEAF.items():
+        if kind_leaf == leaf:
+            return kind
+    return None
+
+
+def utc_iso(moment: datetime) -> str:
+    """Format a timezone-aware time as RFC 3339 UTC with a Z suffix."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}; pass a timezone-aware time")
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def parse_utc(text: str) -> datetime:
+    """Parse an RFC 3339 time produced by `utc_iso` into an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def envelope(
+    kind: str,
+    site: str,
+    node: str,
+    seq: int,
+    sent_at: datetime | None = None,
+    message_id: str | None = None,
+) -> dict[str, Any]:
+    """Return the common fields of a message of `kind`."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "site": site,
+        "node": node,
+        "message_id": message_id or str(uuid.uuid4()),
+        "seq": seq,
+        "sent_at": utc_iso(sent_at or datetime.now(UTC)),
+    }
+
+
+@cache
+def _registry() -> Registry:  # type: ignore[type-arg]
+    resources_list = []
+    for name in sorted(set(_SCHEMA_FILE.values()) | {"envelope.json"}):
+        schema = load_schema_file(name)
+        resources_list.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources_list)
+
+
+@cache
+def load_schema_file(name: str) -> dict[str, Any]:
+    """Return one schema file of `edge/schemas` as a dict."""
+    text = resources.files("edge.schemas").joinpath(name).read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _validator(kind: str) -> jsonschema.Draft202012Validator:
+    schema = load_schema_file(_SCHEMA_FILE[kind])
+    return jsonschema.Draft202012Validator(
+        schema,
+        registry=_registry(),
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def validate(payload: Any, kind: str | None = None) -> dict[str, Any]:  # noqa: ANN401
+    """Validate a decoded payload against the schema of its kind.
+
+    Args:
+        payload: decoded JSON.
+        kind: the expected kind (from the topic); when None, the payload's own
+            `kind` field chooses the schema.
+
+    Returns:
+        The payload, typed as a dict.
+
+    Raises:
+        MessageError: naming the first failing field and the rule it breaks.
+    """
+    if not isinstance(payload, dict):
+        raise MessageError(f"payload is a JSON {type(payload).__name__}, not an object")
+    version = payload.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise MessageError(
+            f"unknown schema_version {version!r}; this software reads version "
+            f"{SCHEMA_VERSION}"
+        )
+    declared = payload.get("kind")
+    expected = kind or declared
+    if expected not in _SCHEMA_FILE:
+        raise MessageError(f"unknown kind {declared!r}; expected one of {KINDS}")
+    if kind is not None and declared != kind:
+        raise MessageError(f"payload kind {declared!r} does not match topic kind {kind!r}")
+    error = jsonschema.exceptions.best_match(_validator(expected).iter_errors(payload))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(message)"
+        raise MessageError(f"{expected} message invalid at {where}: {error.message}")
+    return payload
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Serialise a payload as compact UTF-8 JSON."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
