@@ -1,0 +1,117 @@
+"""Node config: validation errors name the field, the line and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from ruamel.yaml import YAML
+
+from edge.cli import main
+from edge.config import ConfigError, json_schema, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((REPO / "firmware-config" / "examples").glob("*.yaml"))
+
+MINIMAL = """\
+site: lab
+node: cam-01
+source:
+  uri: clip.avi
+model:
+  path: model.onnx
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_configs_are_valid(path: Path) -> None:
+    config = load_config(path)
+    assert config.site
+
+
+def test_example_configs_match_published_schema() -> None:
+    schema = json.loads((REPO / "firmware-config" / "node-config.schema.json").read_text())
+    assert schema == json.loads(json.dumps(json_schema())), (
+        "firmware-config/node-config.schema.json is stale; regenerate it with "
+        "`sitlab-edge schema > firmware-config/node-config.schema.json`"
+    )
+    for path in EXAMPLES:
+        jsonschema.validate(YAML(typ="safe").load(path.read_text()), schema)
+
+
+def test_relative_paths_resolve_against_config_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.model.path == (tmp_path / "model.onnx").resolve()
+    assert config.outbox.path.is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("colour: red\n", r"node.yaml:7: colour: unknown key"),
+        ("lines:\n  - name: a\n    points: [[0, 0], [1, 1]]\n",
+         r"reference_resolution is missing.*e\.g\. \[1280, 720\]"),
+        ("timezone: Mars/Olympus\n", r"timezone: unknown time zone 'Mars/Olympus'"),
+        ("detection:\n  confidence: 1.5\n", r"node.yaml:8: detection.confidence"),
+        ("tracker:\n  lost_track_buffer_s: 0\n", r"tracker.lost_track_buffer_s"),
+        ("zones:\n  - name: z\n    polygon: [[0, 0], [1, 0]]\n", r"at least 3 items"),
+        ("geometry:\n  reference_resolution: [640, 480]\nlines:\n"
+         "  - name: a\n    points: [[0, 0], [1, 1]]\n"
+         "  - name: a\n    points: [[0, 1], [1, 1]]\n",
+         r"two entries named 'a'"),
+    ],
+    ids=[
+        "unknown-key",
+        "pixels-without-reference",
+        "unknown-timezone",
+        "confidence-out-of-range",
+        "zero-lost-buffer",
+        "zone-with-two-points",
+        "duplicate-line-names",
+    ],
+)
+def test_invalid_config_names_field_and_fix(tmp_path: Path, extra: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path, MINIMAL + extra))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("site: [unclosed\n", "invalid YAML"),
+        ("- just\n- a list\n", "expected a mapping"),
+    ],
+    ids=["bad-yaml", "not-a-mapping"],
+)
+def test_unreadable_config_is_rejected(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_config_file_names_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*absent.yaml"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_password_env_missing_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SITLAB_TEST_PASSWORD", raising=False)
+    config = load_config(write(tmp_path, MINIMAL + "mqtt:\n  password_env: SITLAB_TEST_PASSWORD\n"))
+    with pytest.raises(ConfigError, match="SITLAB_TEST_PASSWORD.*not set"):
+        config.mqtt.password()
+    monkeypatch.setenv("SITLAB_TEST_PASSWORD", "s3cret")
+    assert config.mqtt.password() == "s3cret"
+
+
+def test_check_config_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(write(tmp_path, MINIMAL))]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert main(["check-config", str(write(tmp_path, MINIMAL + "bogus: 1\n"))]) == 2
+    assert "bogus: unknown key" in capsys.readouterr().err
