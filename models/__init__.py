@@ -1,0 +1,1 @@
+"""Model tooling: registry, install, export, int8 quantisation, accuracy, timing."""
