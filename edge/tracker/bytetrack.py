@@ -212,6 +212,9 @@ class ByteTracker:
         self, tracks: list[TrackState], found: _Rows
     ) -> tuple[dict[int, int], IndexArray]:
         """Return track index to detection index, and unmatched high detections."""
+        # NOTE: ByteTrack also drops a lost track that overlaps a tracked one
+        # with IoU > 0.85 as a duplicate. That step is missing here, so a
+        # re-detected object can briefly carry two ids until the lost one ends.
         config = self.config
         predicted = kalman.state_to_xyxy(_stack_means(tracks))
         track_classes = np.asarray([t.class_id for t in tracks], dtype=np.intp)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# A buffer is rounded up to whole frames; this slack keeps 0.3 s at 10 fps
-# (2.9999999999999996 frames in floating point) at 3 frames, not 4.
+# Buffers round up to whole frames. This slack keeps 0.28 s at 25 fps, which
+# is 7.000000000000001 frames in floating point, at 7 frames rather than 8.
 _FRAME_ROUNDING_SLACK = 1e-6
 
 
@@ -15,7 +15,7 @@ class TrackerError(Exception):
 
 
 class TrackerConfigError(TrackerError, ValueError):
-    """A tracker setting is out of range; the message names the setting."""
+    """A tracker setting is invalid. The message names the setting and its value."""
 
 
 class TrackerInputError(TrackerError, ValueError):

@@ -7,9 +7,11 @@ detection are handled. Width and height are filtered directly (as in
 BoT-SORT), not the aspect ratio, so that `vw` and `vh` share units with
 `vx` and `vy`.
 
-Noise levels follow ByteTrack's filter, which was tuned per frame at 30 fps
-on MOT17. Here they are expressed per 1/30 s step and scaled with the
-elapsed time, so the same motion model holds at any frame rate.
+The noise weights (1/20 and 1/160 of the box size, twice and ten times that
+at birth) are those of the DeepSORT and ByteTrack filters, which step once
+per frame. Here they apply per 1/30 s step, the frame rate of most MOT
+benchmark videos, and scale with the elapsed time, so the motion model does
+not change with the frame rate.
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ def initiate(measurement: Array) -> tuple[Array, Array]:
 def predict(mean: Array, covariance: Array, dt_s: float) -> tuple[Array, Array]:
     """Advance (N, 8) means and (N, 8, 8) covariances by `dt_s` seconds.
 
-    Process noise grows linearly with the elapsed time, so one 0.2 s step
-    and two 0.1 s steps end with the same uncertainty.
+    Process noise grows linearly with the elapsed time, so the velocity
+    variance after one 0.2 s step equals the one after two 0.1 s steps.
     """
     if dt_s <= 0 or mean.shape[0] == 0:
         return mean, covariance

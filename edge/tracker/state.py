@@ -29,8 +29,8 @@ class TrackState:
         confirmed: True once `hits` and the age reached the thresholds.
         class_votes: matched detections per class id; at most one entry per
             class of the model.
-        last_class_id: class of the last matched detection, which breaks
-            ties between votes.
+        class_id: majority class of the matched detections; a tie goes to
+            the class matched last.
         detection_xyxy: box of the detection matched on the latest frame,
             or None when `detected` is False.
     """
@@ -46,21 +46,15 @@ class TrackState:
     lost: bool = False
     confirmed: bool = False
     class_votes: dict[int, int] = field(default_factory=dict)
-    last_class_id: int = -1
+    class_id: int = -1
     detection_xyxy: tuple[float, float, float, float] | None = None
 
-    @property
-    def class_id(self) -> int:
-        """Majority class of the matched detections; ties go to the latest."""
-        best = max(self.class_votes.values())
-        if self.class_votes.get(self.last_class_id) == best:
-            return self.last_class_id
-        return next(k for k, v in self.class_votes.items() if v == best)
-
     def vote(self, class_id: int) -> None:
-        """Count one matched detection of `class_id`."""
-        self.class_votes[class_id] = self.class_votes.get(class_id, 0) + 1
-        self.last_class_id = class_id
+        """Count one matched detection of `class_id` and update the majority."""
+        count = self.class_votes.get(class_id, 0) + 1
+        self.class_votes[class_id] = count
+        if count >= self.class_votes.get(self.class_id, 0):
+            self.class_id = class_id
 
     def to_track(self) -> Track:
         """Return the track as reported to analytics.
