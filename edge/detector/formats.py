@@ -142,6 +142,14 @@ def recognise_format(
         return _apply_override(override, rows, columns, input_wh, metadata, sample)
 
     candidates = _candidates(rows, columns, input_wh, metadata, names_count)
+    if not candidates and names_count is not None:
+        logger.warning(
+            "output shape %s does not fit the %d metadata class names; recognising "
+            "it by shape alone",
+            list(output_shape),
+            names_count,
+        )
+        candidates = _candidates(rows, columns, input_wh, metadata, None)
     if len(candidates) > 1:
         candidates = _break_tie(candidates, metadata)
     if not candidates:
