@@ -1,0 +1,326 @@
+"""Node registry: state from status and heartbeat messages, sequence gaps, offline sweep."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway import incidents
+from gateway.store import Database, Tx
+from gateway.stream import append_event
+from gateway.timeutil import ms_iso
+
+logger = logging.getLogger(__name__)
+
+_NODE_COLUMNS = (
+    "site, node, state, state_reason, state_since_ms, last_seen_ms, "
+    "last_heartbeat_ms, software_version, model_name, model_sha256, "
+    "config_version, fps, target_fps, inference_ms, outbox_depth, source_state, "
+    "last_seq, seq_resets, last_reset_ms"
+)
+
+
+def ensure_node(tx: Tx, site: str, node: str) -> None:
+    """Create the node's row if it does not exist yet."""
+    tx.execute(
+        "INSERT INTO nodes (site, node) VALUES (?, ?) ON CONFLICT (site, node) DO NOTHING",
+        (site, node),
+    )
+
+
+def _lock_node(tx: Tx, site: str, node: str, dialect: str) -> tuple[Any, ...]:
+    # Two PostgreSQL gateway instances may write the same node; FOR UPDATE
+    # serialises them on its row. SQLite already has one writer at a time.
+    suffix = " FOR UPDATE" if dialect == "postgres" else ""
+    rows = tx.execute(
+        f"SELECT state, last_seq FROM nodes WHERE site = ? AND node = ?{suffix}",
+        (site, node),
+    )
+    return rows[0]
+
+
+def touch(tx: Tx, site: str, node: str, at_ms: int, dialect: str) -> None:
+    """Record that the node sent something; an offline node comes back online."""
+    ensure_node(tx, site, node)
+    state, _ = _lock_node(tx, site, node, dialect)
+    tx.execute(
+        "UPDATE nodes SET last_seen_ms = ? WHERE site = ? AND node = ?",
+        (at_ms, site, node),
+    )
+    if state != "online":
+        _set_state(tx, site, node, "online", "message_received", at_ms)
+
+
+def _set_state(
+    tx: Tx, site: str, node: str, state: str, reason: str, at_ms: int
+) -> None:
+    tx.execute(
+        "UPDATE nodes SET state = ?, state_reason = ?, state_since_ms = ? "
+        "WHERE site = ? AND node = ?",
+        (state, reason, at_ms, site, node),
+    )
+    append_event(
+        tx,
+        "node",
+        {
+            "site": site,
+            "node": node,
+            "state": state,
+            "reason": reason,
+            "at": ms_iso(at_ms),
+        },
+    )
+    if state == "offline":
+        incidents.open_node_offline(tx, site, node, reason, at_ms)
+    else:
+        incidents.close_node_offline(tx, site, node, at_ms)
+    logger.info("node %s/%s is %s (%s)", site, node, state, reason)
+
+
+def apply_status(tx: Tx, message: dict[str, Any], at_ms: int, dialect: str) -> None:
+    """Apply a status message, including the Last Will (state offline)."""
+    site, node = message["site"], message["node"]
+    ensure_node(tx, site, node)
+    state, _ = _lock_node(tx, site, node, dialect)
+    model = message.get("model") or {}
+    tx.execute(
+        "UPDATE nodes SET last_seen_ms = ?, "
+        "software_version = COALESCE(?, software_version), "
+        "model_name = COALESCE(?, model_name), model_sha256 = COALESCE(?, model_sha256), "
+        "config_version = COALESCE(?, config_version) WHERE site = ? AND node = ?",
+        (
+            at_ms,
+            message.get("software_version"),
+            model.get("name"),
+            model.get("sha256"),
+            message.get("config_version"),
+            site,
+            node,
+        ),
+    )
+    new_state = message["state"]
+    if new_state != state:
+        _set_state(tx, site, node, new_state, message.get("reason", "status"), at_ms)
+
+
+def apply_heartbeat(tx: Tx, message: dict[str, Any], at_ms: int, dialect: str) -> None:
+    """Apply a heartbeat: health figures, and back online if it was offline."""
+    site, node = message["site"], message["node"]
+    touch(tx, site, node, at_ms, dialect)
+    outbox = message.get("outbox") or {}
+    tx.execute(
+        "UPDATE nodes SET last_heartbeat_ms = ?, fps = ?, target_fps = ?, "
+        "inference_ms = ?, outbox_depth = COALESCE(?, outbox_depth), "
+        "source_state = COALESCE(?, source_state), "
+        "config_version = COALESCE(?, config_version) WHERE site = ? AND node = ?",
+        (
+            at_ms,
+            message["fps"],
+            message.get("target_fps"),
+            message["inference_ms"],
+            outbox.get("depth"),
+            message.get("source_state"),
+            message.get("config_version"),
+            site,
+            node,
+        ),
+    )
+
+
+def track_sequence(
+    tx: Tx, site: str, node: str, seq: int, at_ms: int, dialect: str
+) -> None:
+    """Update the node's sequence state with a counts or incident message's seq.
+
+    A seq above last+1 opens a gap; a seq inside an open gap fills it (the gap
+    shrinks, splits or closes); a lower seq outside every gap means the node's
+    outbox was reset, which is counted and becomes the new last seq.
+    """
+    ensure_node(tx, site, node)
+    _, last = _lock_node(tx, site, node, dialect)
+    if last is None or seq == last + 1:
+        _set_last_seq(tx, site, node, seq)
+        return
+    if seq > last + 1:
+        _open_gap(tx, site, node, last + 1, seq - 1, at_ms)
+        _set_last_seq(tx, site, node, seq)
+        return
+    if _fill_gap(tx, site, node, seq, at_ms):
+        return
+    if seq == last:
+        return
+    tx.execute(
+        "UPDATE nodes SET last_seq = ?, seq_resets = seq_resets + 1, last_reset_ms = ? "
+        "WHERE site = ? AND node = ?",
+        (seq, at_ms, site, node),
+    )
+    logger.warning(
+        "node %s/%s sequence went down from %d to %d; its outbox was reset",
+        site,
+        node,
+        last,
+        seq,
+    )
+
+
+def _set_last_seq(tx: Tx, site: str, node: str, seq: int) -> None:
+    tx.execute(
+        "UPDATE nodes SET last_seq = ? WHERE site = ? AND node = ?", (seq, site, node)
+    )
+
+
+def _open_gap(tx: Tx, site: str, node: str, first: int, last: int, at_ms: int) -> None:
+    tx.execute(
+        "INSERT INTO seq_gaps (site, node, first_seq, last_seq, missing, opened_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (site, node, first, last, last - first + 1, at_ms),
+    )
+    logger.warning("node %s/%s is missing seq %d-%d", site, node, first, last)
+
+
+def _fill_gap(tx: Tx, site: str, node: str, seq: int, at_ms: int) -> bool:
+    rows = tx.execute(
+        "SELECT id, first_seq, last_seq, opened_ms FROM seq_gaps WHERE site = ? AND "
+        "node = ? AND closed_ms IS NULL AND first_seq <= ? AND last_seq >= ?",
+        (site, node, seq, seq),
+    )
+    if not rows:
+        return False
+    gap_id, first, last, opened_ms = rows[0]
+    if first == last:
+        tx.execute(
+            "UPDATE seq_gaps SET missing = 0, closed_ms = ? WHERE id = ?",
+            (at_ms, gap_id),
+        )
+        return True
+    if seq in (first, last):
+        first, last = (first + 1, last) if seq == first else (first, last - 1)
+        tx.execute(
+            "UPDATE seq_gaps SET first_seq = ?, last_seq = ?, missing = ? WHERE id = ?",
+            (first, last, last - first + 1, gap_id),
+        )
+        return True
+    tx.execute(
+        "UPDATE seq_gaps SET last_seq = ?, missing = ? WHERE id = ?",
+        (seq - 1, seq - first, gap_id),
+    )
+    tx.execute(
+        "INSERT INTO seq_gaps (site, node, first_seq, last_seq, missing, opened_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (site, node, seq + 1, last, last - seq, opened_ms),
+    )
+    return True
+
+
+def sweep_offline(tx: Tx, offline_after_s: float, now: int) -> list[tuple[str, str]]:
+    """Mark online nodes silent for longer than `offline_after_s` as offline.
+
+    Returns:
+        The (site, node) pairs marked offline.
+    """
+    cutoff = now - int(offline_after_s * 1000)
+    rows = tx.execute(
+        "SELECT site, node FROM nodes WHERE state = 'online' AND last_seen_ms < ?",
+        (cutoff,),
+    )
+    silent = [(str(site), str(node)) for site, node in rows]
+    for site, node in silent:
+        _set_state(tx, site, node, "offline", "heartbeat_timeout", now)
+    return silent
+
+
+def list_nodes(db: Database, site: str | None = None) -> list[dict[str, Any]]:
+    """Return every node with its open sequence gaps."""
+    where, params = ("WHERE site = ?", (site,)) if site else ("", ())
+    rows = db.query(
+        f"SELECT {_NODE_COLUMNS} FROM nodes {where} ORDER BY site, node", params
+    )
+    gaps = open_gaps(db, site)
+    names = [name.strip() for name in _NODE_COLUMNS.split(",")]
+    result = []
+    for row in rows:
+        record = dict(zip(names, row, strict=True))
+        key = (record["site"], record["node"])
+        result.append(_node_view(record, gaps.get(key, [])))
+    return result
+
+
+def _node_view(record: dict[str, Any], gaps: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "site": record["site"],
+        "node": record["node"],
+        "state": record["state"],
+        "state_reason": record["state_reason"],
+        "state_since": ms_iso(record["state_since_ms"]),
+        "last_seen": ms_iso(record["last_seen_ms"]),
+        "last_heartbeat": ms_iso(record["last_heartbeat_ms"]),
+        "software_version": record["software_version"],
+        "model": {"name": record["model_name"], "sha256": record["model_sha256"]},
+        "config_version": record["config_version"],
+        "fps": record["fps"],
+        "target_fps": record["target_fps"],
+        "inference_ms": record["inference_ms"],
+        "outbox_depth": record["outbox_depth"],
+        "source_state": record["source_state"],
+        "last_seq": record["last_seq"],
+        "seq_resets": record["seq_resets"],
+        "last_seq_reset": ms_iso(record["last_reset_ms"]),
+        "missing_messages": sum(gap["missing"] for gap in gaps),
+        "seq_gaps": gaps,
+    }
+
+
+def open_gaps(
+    db: Database, site: str | None = None
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Return the open sequence gaps per (site, node)."""
+    where, params = ("AND site = ?", (site,)) if site else ("", ())
+    rows = db.query(
+        "SELECT site, node, first_seq, last_seq, missing, opened_ms FROM seq_gaps "
+        f"WHERE closed_ms IS NULL {where} ORDER BY site, node, first_seq",
+        params,
+    )
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for site_id, node, first, last, missing, opened_ms in rows:
+        found.setdefault((site_id, node), []).append(
+            {
+                "first_seq": first,
+                "last_seq": last,
+                "missing": missing,
+                "opened": ms_iso(opened_ms),
+            }
+        )
+    return found
+
+
+def list_gaps(
+    db: Database, site: str | None, node: str | None, include_closed: bool
+) -> list[dict[str, Any]]:
+    """Return sequence gaps, open ones only unless `include_closed`."""
+    clauses: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if site:
+        clauses.append("site = ?")
+        params.append(site)
+    if node:
+        clauses.append("node = ?")
+        params.append(node)
+    if not include_closed:
+        clauses.append("closed_ms IS NULL")
+    rows = db.query(
+        "SELECT site, node, first_seq, last_seq, missing, opened_ms, closed_ms FROM seq_gaps "
+        f"WHERE {' AND '.join(clauses)} ORDER BY site, node, first_seq",
+        params,
+    )
+    return [
+        {
+            "site": row[0],
+            "node": row[1],
+            "first_seq": row[2],
+            "last_seq": row[3],
+            "missing": row[4],
+            "opened": ms_iso(row[5]),
+            "closed": ms_iso(row[6]),
+        }
+        for row in rows
+    ]

@@ -1,0 +1,253 @@
+"""The write path: batches of classified messages committed by one writer thread.
+
+Each message is applied inside its own savepoint, so one message that the
+database rejects becomes a `store_error` dead letter without losing the rest
+of the batch. A message's `on_committed` callback (the MQTT acknowledgement)
+runs only after its batch committed, so a crash before the commit makes the
+broker deliver the message again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway import counts, incidents, nodes
+from gateway.ingest import Accepted, Rejected, classify
+from gateway.store import Database, Tx
+from gateway.timeutil import iso_ms, now_ms
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Work:
+    """One unit for the writer: a classified message or a sweep."""
+
+    item: Accepted | Rejected | None
+    on_committed: Callable[[], None] | None = None
+    sweep_offline_s: float | None = None
+
+
+def bump(tx: Tx, name: str, amount: int = 1) -> None:
+    """Add to a named counter."""
+    tx.execute(
+        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) "
+        "DO UPDATE SET value = counters.value + excluded.value",
+        (name, amount),
+    )
+
+
+def _dead_letter(tx: Tx, item: Rejected) -> None:
+    tx.execute(
+        "INSERT INTO dead_letters (received_ms, topic, reason, detail, payload_size, payload) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (item.received_ms, item.topic, item.reason, item.detail, item.size, item.raw),
+    )
+    bump(tx, f"dead_letter.{item.reason}")
+
+
+def _store_message(tx: Tx, item: Accepted, dialect: str) -> bool:
+    """Insert the raw message; return False when its UUID was stored before."""
+    message = item.payload
+    inserted = tx.execute(
+        "INSERT INTO messages (message_id, site, node, kind, seq, sent_ms, received_ms, "
+        "topic, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+        (
+            message["message_id"],
+            message["site"],
+            message["node"],
+            item.kind,
+            message["seq"],
+            iso_ms(message["sent_at"]),
+            item.received_ms,
+            item.topic,
+            json.dumps(message, separators=(",", ":"), ensure_ascii=False),
+        ),
+    )
+    if not inserted:
+        bump(tx, "duplicates")
+        logger.debug("duplicate message %s ignored", message["message_id"])
+        return False
+    bump(tx, f"accepted.{item.kind}")
+    return True
+
+
+def apply(tx: Tx, item: Accepted | Rejected, dialect: str) -> None:
+    """Apply one classified message inside the caller's transaction."""
+    if isinstance(item, Rejected):
+        _dead_letter(tx, item)
+        return
+    if not _store_message(tx, item, dialect):
+        return
+    message, at_ms = item.payload, item.received_ms
+    site, node = message["site"], message["node"]
+    if item.kind == "status":
+        nodes.apply_status(tx, message, at_ms, dialect)
+        return
+    if item.kind == "heartbeat":
+        nodes.apply_heartbeat(tx, message, at_ms, dialect)
+        return
+    nodes.touch(tx, site, node, at_ms, dialect)
+    if item.kind == "counts":
+        nodes.track_sequence(tx, site, node, message["seq"], at_ms, dialect)
+        counts.store_counts(tx, message)
+    elif item.kind == "incident":
+        nodes.track_sequence(tx, site, node, message["seq"], at_ms, dialect)
+        incidents.apply_message(tx, message, at_ms)
+
+
+def apply_batch(
+    db: Database,
+    items: Sequence[Accepted | Rejected],
+    offline_after_s: float | None = None,
+) -> None:
+    """Commit a batch; a message the database rejects becomes a dead letter.
+
+    Args:
+        db: the store.
+        items: classified messages.
+        offline_after_s: when set, nodes silent this long are marked offline
+            in the same transaction.
+    """
+    # Per-node order is kept (stable sort) while PostgreSQL row locks are
+    # always taken in the same node order, which rules out deadlocks between
+    # two gateway instances.
+    ordered = sorted(items, key=_node_key)
+    with db.transaction() as tx:
+        for item in ordered:
+            try:
+                with tx.savepoint():
+                    apply(tx, item, db.dialect)
+            except Exception as error:
+                logger.exception("storing a message from %s failed", item.topic)
+                failed = Rejected(
+                    topic=item.topic,
+                    reason="store_error",
+                    detail=f"{type(error).__name__}: {error}"[:2000],
+                    raw=json.dumps(getattr(item, "payload", {})).encode()[:4096],
+                    size=0,
+                    received_ms=item.received_ms,
+                )
+                with tx.savepoint():
+                    _dead_letter(tx, failed)
+        if offline_after_s is not None:
+            nodes.sweep_offline(tx, offline_after_s, now_ms())
+
+
+def _node_key(item: Accepted | Rejected) -> tuple[str, str]:
+    if isinstance(item, Accepted):
+        return (item.payload["site"], item.payload["node"])
+    return ("", "")
+
+
+class Writer:
+    """The writer thread: takes work from a queue and commits it in batches."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        batch_max: int,
+        linger_s: float,
+        max_bytes: int,
+        keep_bytes: int,
+    ) -> None:
+        self.db = db
+        self.batch_max = batch_max
+        self.linger_s = linger_s
+        self.max_bytes = max_bytes
+        self.keep_bytes = keep_bytes
+        self._queue: queue.Queue[Work | None] = queue.Queue()
+        self._thread = threading.Thread(
+            target=self._run, name="gateway-writer", daemon=True
+        )
+        self.committed = 0
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Commit what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def depth(self) -> int:
+        """Return the number of queued work items."""
+        return self._queue.qsize()
+
+    def submit_raw(
+        self, topic: str, raw: bytes, on_committed: Callable[[], None] | None
+    ) -> None:
+        """Classify a received message and queue it."""
+        item = classify(
+            topic,
+            raw,
+            max_bytes=self.max_bytes,
+            keep_bytes=self.keep_bytes,
+            now_ms=now_ms(),
+        )
+        self._queue.put(Work(item=item, on_committed=on_committed))
+
+    def submit_sweep(self, offline_after_s: float) -> None:
+        """Queue an offline sweep, so it runs on the writer thread like every write."""
+        self._queue.put(Work(item=None, sweep_offline_s=offline_after_s))
+
+    def _next_batch(self) -> tuple[list[Work], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self.linger_s
+        while len(batch) < self.batch_max:
+            try:
+                work = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if work is None:
+                return batch, True
+            batch.append(work)
+        return batch, False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._next_batch()
+            if batch:
+                self._commit(batch)
+        logger.info("writer stopped after %d messages", self.committed)
+
+    def _commit(self, batch: list[Work]) -> None:
+        items = [work.item for work in batch if work.item is not None]
+        sweeps = [
+            work.sweep_offline_s for work in batch if work.sweep_offline_s is not None
+        ]
+        delay_s = 0.5
+        while True:
+            try:
+                apply_batch(self.db, items, min(sweeps) if sweeps else None)
+                break
+            except Exception:
+                # The database itself failed (connection lost, disk full).
+                # Nothing was acknowledged, so retrying loses nothing.
+                logger.exception(
+                    "committing a batch of %d messages failed; retrying in %.1f s",
+                    len(items),
+                    delay_s,
+                )
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+        self.committed += len(items)
+        for work in batch:
+            if work.on_committed is not None:
+                try:
+                    work.on_committed()
+                except Exception:
+                    logger.exception("acknowledging a committed message failed")
