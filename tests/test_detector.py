@@ -354,7 +354,7 @@ def test_recognise_rejects(shape, override, message):
         )
 
 
-def test_recognise_ambiguous_names_override():
+def test_recognise_ambiguous_shape():
     # 12 columns: 8 classes of a transposed Ultralytics head or 7 of YOLOX.
     with pytest.raises(UnsupportedFormatError, match=r"ambiguous.*output_format"):
         recognise_format(
@@ -661,7 +661,7 @@ def test_real_model_finds_people(models_dir, vtest_frame, name, input_wh, kind):
     assert (people.xyxy[:, 2] <= width).all()
     assert (people.xyxy[:, 3] <= height).all()
     # Pedestrians on this campus clip are upright: taller than wide, and
-    # between about 40 and 200 pixels tall at 768x576.
+    # between 30 and 250 pixels tall at 768x576.
     assert (sizes[:, 1] > sizes[:, 0]).all()
     assert ((sizes[:, 1] > 30) & (sizes[:, 1] < 250)).all()
 

@@ -98,18 +98,18 @@ def resolve_input_wh(
             f"model input shape {list(input_shape)} is not (batch, 3, height, "
             "width); only NCHW image inputs with 3 channels are supported"
         )
-    wanted = _parse_size(requested, metadata)
+    requested_wh = _parse_size(requested, metadata)
     height, width = input_shape[2], input_shape[3]
     if isinstance(width, int) and isinstance(height, int):
-        if wanted is not None and wanted != (width, height):
+        if requested_wh is not None and requested_wh != (width, height):
             raise DetectorConfigError(
-                f"input_size {wanted[0]}x{wanted[1]} conflicts with the model's fixed "
-                f"input {width}x{height}; remove input_size or export the model at "
-                "that size"
+                f"input_size {requested_wh[0]}x{requested_wh[1]} conflicts with the "
+                f"model's fixed input {width}x{height}; remove input_size or export "
+                "the model at that size"
             )
         return width, height
-    if wanted is not None:
-        return wanted
+    if requested_wh is not None:
+        return requested_wh
     imgsz = _metadata_imgsz(metadata)
     if imgsz is not None:
         return imgsz

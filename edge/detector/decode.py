@@ -22,7 +22,7 @@ ScoreArray = npt.NDArray[np.floating]
 
 @dataclass(frozen=True, slots=True)
 class ScoreFilter:
-    """Which classes to keep and the minimum score of each.
+    """Allowed classes and the minimum score of each class.
 
     Attributes:
         thresholds: float32 (C,) minimum score per class id.

@@ -1,8 +1,8 @@
 """Errors of the detector boundary.
 
-Every failure that comes out of loading or running a model is a
-`DetectorError`; errors raised by ONNX Runtime are translated into this
-family where the detector calls it, so callers never catch foreign types.
+Loading or running a model raises `DetectorError` subclasses. Errors raised
+by ONNX Runtime are translated into this family where the detector calls it,
+so callers catch one family.
 """
 
 from __future__ import annotations

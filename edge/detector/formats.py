@@ -291,8 +291,9 @@ def _yolox_variant(
     if flag in ("true", "false"):
         decoded = flag == "true"
     elif sample is not None:
-        # Decoded centres span the input (up to its width); raw centres are
-        # cell offsets of a few units at most.
+        # Decoded centres span the input (up to its width), while raw centres
+        # are cell offsets of a few units at most.
+        # NOTE: checked on synthetic outputs only, not on a real YOLOX export.
         centres = np.abs(np.asarray(sample, dtype=np.float32)[..., :2])
         decoded = bool(np.nanmax(centres, initial=0.0) >= min(input_wh) / 4)
     else:

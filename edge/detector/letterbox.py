@@ -2,10 +2,10 @@
 
 A letterbox resizes a frame to fit the model input while keeping its aspect
 ratio, then pads the rest with grey (114, as Ultralytics and YOLOX train).
-`LetterboxTransform` records the geometry so boxes found in model pixels can
-be mapped back to frame pixels; `LetterboxBuffer` does the pixel work into a
-pre-allocated NCHW tensor so the per-frame cost is one resize and one
-converting copy.
+`LetterboxTransform` records the geometry, so boxes found in model pixels can
+be mapped back to frame pixels. `LetterboxBuffer` writes the pixels into a
+pre-allocated NCHW tensor, so each frame costs one resize and one converting
+copy.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ class LetterboxTransform:
     def scale_xy(self) -> tuple[float, float]:
         """Horizontal and vertical resize factors (model pixels per frame pixel).
 
-        They are taken from the rounded resized size, which is what
-        `cv2.resize` actually produced, so they can differ from each other in
-        the last digits; using both keeps the inverse exact.
+        They come from the rounded resized size that `cv2.resize` produced, so
+        they can differ from each other in the last digits. Using both keeps
+        the inverse exact.
         """
         return (
             self.resized_wh[0] / self.frame_wh[0],
@@ -244,5 +244,5 @@ class LetterboxBuffer:
             region[...] = image
             return
         # INTER_LINEAR both ways, as Ultralytics' LetterBox does at validation,
-        # so the model sees the same resampling it was measured with.
+        # so the model gets the resampling its accuracy was measured with.
         region[...] = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -64,7 +64,7 @@ _END2END_DEFAULT_CLASSES = 80
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What was loaded, for logs, heartbeats and benchmark records.
+    """Description of the loaded model, for logs, heartbeats and benchmarks.
 
     Attributes:
         name: file name of the model.
@@ -110,7 +110,7 @@ class Detector:
         classes: class names to keep; None keeps all.
         max_detections: maximum detections per frame, best scores first.
         output_format: skip layout recognition; one of
-            `formats.OVERRIDE_CHOICES` ("yolox" still tells raw from decoded).
+            `formats.OVERRIDE_CHOICES` ("yolox" still detects raw or decoded boxes).
         input_size: input size for models with a dynamic input, an int or
             (width, height); must agree with a fixed input.
 
@@ -370,6 +370,8 @@ class Detector:
     ) -> LetterboxBuffer:
         # YOLOX (0.2 and later) trains on BGR 0..255 padded right and bottom;
         # the Ultralytics and YOLOv5 families on RGB 0..1 padded evenly.
+        # NOTE: the YOLOX input form follows ports of YOLOX's preproc and has
+        # not been run against a real YOLOX model.
         yolox = fmt in _YOLOX_FORMATS
         return LetterboxBuffer(
             self.input_size_wh,

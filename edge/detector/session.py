@@ -1,8 +1,8 @@
 """Opening an ONNX Runtime session: file checks, providers, threads.
 
-ONNX Runtime raises its own exception types (pybind11 classes that derive
-from Exception, not RuntimeError); they are translated here into
-`DetectorError`s so callers see one family.
+ONNX Runtime raises its own pybind11 exception types, which derive from
+Exception and not from RuntimeError. They are translated here into
+`DetectorError`s, so callers catch one family.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ class SessionSettings:
             the cores run out, 0 lets ONNX Runtime use every core.
         inter_op_threads: threads running independent operators in parallel;
             YOLO graphs are mostly sequential, so 1 is usually best.
-        spin_wait: let idle pool threads spin instead of sleeping; lowers
-            latency slightly but burns CPU that other cameras and the tracker
-            need, so it is off by default.
+        spin_wait: let idle pool threads spin instead of sleeping. Spinning
+            lowers latency slightly but burns CPU that other cameras and the
+            tracker need, so it is off by default.
         graph_optimization: one of `GRAPH_OPTIMIZATION_LEVELS`.
     """
 
