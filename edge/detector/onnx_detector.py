@@ -368,8 +368,8 @@ class Detector:
     def _make_buffer(
         self, fmt: OutputFormat, batch_size: int, dtype: type[np.floating]
     ) -> LetterboxBuffer:
-        # YOLOX (0.2 and later) trains on BGR 0..255 padded right and bottom;
-        # the Ultralytics and YOLOv5 families on RGB 0..1 padded evenly.
+        # YOLOX expects BGR 0..255 padded right and bottom, while the
+        # Ultralytics and YOLOv5 families expect RGB 0..1 padded evenly.
         # NOTE: the YOLOX input form follows ports of YOLOX's preproc and has
         # not been run against a real YOLOX model.
         yolox = fmt in _YOLOX_FORMATS
