@@ -32,7 +32,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
 COCO_TRAFFIC_CLASSES = ["person", "bicycle", "car", "motorcycle", "bus", "truck"]
 
 Point = tuple[float, float]
-Name = Annotated[str, Field(pattern=NAME_PATTERN, description="Name shown in messages.")]
+Name = Annotated[
+    str, Field(pattern=NAME_PATTERN, description="Name shown in messages.")
+]
 
 
 class ConfigError(ValueError):
@@ -146,7 +148,9 @@ class DetectionConfig(_Strict):
     def _scores_in_range(cls, value: dict[str, float]) -> dict[str, float]:
         for name, score in value.items():
             if not 0 < score < 1:
-                raise ValueError(f"score for {name!r} is {score}; use a value in (0, 1)")
+                raise ValueError(
+                    f"score for {name!r} is {score}; use a value in (0, 1)"
+                )
         return value
 
 
@@ -204,13 +208,14 @@ class LineConfig(_Strict):
     name: Name
     points: tuple[Point, Point] = Field(description="Start and end point.")
     classes: list[str] | None = Field(
-        default=None, description="Classes counted here; all detection classes if omitted."
+        default=None,
+        description="Classes counted here; all detection classes if omitted.",
     )
     hysteresis_px: float = Field(
         default=8.0,
         ge=0,
         description=(
-            "Distance, in reference pixels, an anchor must move past the line before a "
+            "Distance, in stream pixels, an anchor must move past the line before a "
             "crossing counts. Higher ignores more jitter but misses objects that "
             "only touch the line."
         ),
@@ -259,7 +264,9 @@ class MqttConfig(_Strict):
     url: str | None = Field(
         default=None, description="mqtt://HOST:PORT or mqtts://HOST:PORT for TLS."
     )
-    client_id: str | None = Field(default=None, description="Defaults to sitlab-SITE-NODE.")
+    client_id: str | None = Field(
+        default=None, description="Defaults to sitlab-SITE-NODE."
+    )
     username: str | None = None
     password_env: str | None = Field(
         default=None, description="Environment variable that holds the password."
@@ -368,7 +375,9 @@ class NodeConfig(_Strict):
         seen: set[str] = set()
         for name in names:
             if name in seen:
-                raise ValueError(f"{field} has two entries named {name!r}; names must be unique")
+                raise ValueError(
+                    f"{field} has two entries named {name!r}; names must be unique"
+                )
             seen.add(name)
 
 
@@ -380,7 +389,11 @@ def _line_of(document: Any, location: tuple[int | str, ...]) -> int | None:  # n
         if isinstance(node, CommentedMap) and part in node:
             line = node.lc.key(part)[0] + 1
             node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+        elif (
+            isinstance(node, CommentedSeq)
+            and isinstance(part, int)
+            and part < len(node)
+        ):
             line = node.lc.item(part)[0] + 1
             node = node[part]
         else:
@@ -389,7 +402,9 @@ def _line_of(document: Any, location: tuple[int | str, ...]) -> int | None:  # n
 
 
 def format_validation_error(
-    error: ValidationError, source_name: str, document: Any = None  # noqa: ANN401
+    error: ValidationError,
+    source_name: str,
+    document: Any = None,  # noqa: ANN401
 ) -> str:
     """Render every pydantic error as `file:line: field: message`."""
     lines = []
@@ -405,7 +420,9 @@ def format_validation_error(
     return "\n".join(lines)
 
 
-def parse_config(data: Any, source_name: str = "<config>", base_dir: Path | None = None) -> NodeConfig:  # noqa: ANN401
+def parse_config(
+    data: Any, source_name: str = "<config>", base_dir: Path | None = None
+) -> NodeConfig:  # noqa: ANN401
     """Validate already-parsed YAML or JSON data as a node config.
 
     Relative paths (model, outbox, TLS files) are resolved against `base_dir`.

@@ -13,6 +13,7 @@ import threading
 from typing import Any, Protocol, TextIO
 
 from edge import messages
+from edge.config import ConfigError, NodeConfig
 
 
 class Sink(Protocol):
@@ -24,6 +25,10 @@ class Sink(Protocol):
 
     def send_transient(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """Send a message that is not kept if it cannot be delivered now."""
+        ...
+
+    def stats_fields(self) -> dict[str, Any]:
+        """Return heartbeat fields about the link, empty when there is none."""
         ...
 
     def close(self) -> None:
@@ -60,11 +65,116 @@ class StdoutSink:
         payload = messages.envelope(kind, self.site, self.node, seq)
         payload.update(body)
         messages.validate(payload, kind)
-        record = {"topic": messages.topic_for(self.site, self.node, kind), "payload": payload}
+        record = {
+            "topic": messages.topic_for(self.site, self.node, kind),
+            "payload": payload,
+        }
         self.stream.write(json.dumps(record, separators=(",", ":")) + "\n")
         self.stream.flush()
         return payload
 
+    def stats_fields(self) -> dict[str, Any]:
+        """Return no link fields: nothing is queued."""
+        return {}
+
     def close(self) -> None:
         """Flush the stream."""
         self.stream.flush()
+
+
+class NullSink(StdoutSink):
+    """Validates and numbers messages but writes them nowhere (benchmarks)."""
+
+    def __init__(self, site: str, node: str) -> None:
+        super().__init__(site, node, stream=_Discard())
+
+
+class _Discard:
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+
+class MqttSink:
+    """Sends durable messages through the outbox and the rest straight to MQTT.
+
+    The publisher starts on the first status message, so that the retained
+    online status already names the model and config version.
+    """
+
+    def __init__(self, config: NodeConfig) -> None:
+        from edge.mqtt import MqttPublisher  # noqa: PLC0415
+        from edge.mqtt_endpoint import TlsSettings  # noqa: PLC0415
+        from edge.outbox import Outbox  # noqa: PLC0415
+
+        mqtt = config.mqtt
+        if mqtt.url is None:
+            raise ConfigError("the mqtt sink needs mqtt.url or --mqtt URL")
+        self.outbox = Outbox(
+            config.outbox.path,
+            config.site,
+            config.node,
+            max_bytes=config.outbox.max_bytes,
+        )
+        tls = None
+        if mqtt.ca_file or mqtt.cert_file or mqtt.key_file:
+            tls = TlsSettings(
+                ca_file=mqtt.ca_file, cert_file=mqtt.cert_file, key_file=mqtt.key_file
+            )
+        self._status_fields: dict[str, Any] = {}
+        self.publisher = MqttPublisher(
+            self.outbox,
+            url=mqtt.url,
+            client_id=mqtt.client_id or f"sitlab-{config.site}-{config.node}",
+            site=config.site,
+            node=config.node,
+            username=mqtt.username,
+            password=mqtt.password(),
+            tls=tls,
+            keepalive_s=mqtt.keepalive_s,
+            inflight_max=mqtt.inflight_max,
+            status_payload_factory=lambda: dict(self._status_fields),
+        )
+        self._started = False
+
+    def send(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Store a counts or incident message; it leaves once the broker is up."""
+        return self.publisher.add(kind, body)
+
+    def send_transient(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Publish a heartbeat now, or set the fields of the retained status."""
+        if kind == "status":
+            self._status_fields = {
+                key: value
+                for key, value in body.items()
+                if key not in ("state", "reason")
+            }
+            if not self._started:
+                self.publisher.start()
+                self._started = True
+            return body
+        self.publisher.publish_transient(kind, body)
+        return body
+
+    def stats_fields(self) -> dict[str, Any]:
+        """Return the outbox and reconnect fields of the heartbeat."""
+        return self.publisher.stats().as_heartbeat()
+
+    def close(self) -> None:
+        """Drain what the broker accepts in time, publish offline, disconnect."""
+        if self._started:
+            self.publisher.stop()
+        self.outbox.close()
+
+
+def open_sink(kind: str, config: NodeConfig) -> Sink:
+    """Return the sink named `kind`: "mqtt", "stdout" or "none"."""
+    if kind == "mqtt":
+        return MqttSink(config)
+    if kind == "stdout":
+        return StdoutSink(config.site, config.node)
+    if kind == "none":
+        return NullSink(config.site, config.node)
+    raise ValueError(f"unknown sink {kind!r}; expected 'mqtt', 'stdout' or 'none'")

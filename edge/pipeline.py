@@ -1,0 +1,269 @@
+"""The node's frame loop: source, masks, detector, tracker, analytics, sink.
+
+Data flows one way. Each stage is timed, so the heartbeat and the benchmark
+report where the frame time goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from edge import __version__
+from edge.analytics import Analytics, CountsInterval, GeometryError
+from edge.config import NodeConfig
+from edge.detector import Detector, DetectorError
+from edge.health import HealthProbe
+from edge.masks import PrivacyMask
+from edge.messages import utc_iso
+from edge.scene import Scene
+from edge.sinks import Sink
+from edge.sources import SourceError, open_source
+from edge.stages import StageTimer
+from edge.tracker import ByteTracker
+from edge.types import Detections, Frame, TrackedFrame
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineError(RuntimeError):
+    """The node cannot start or cannot go on; the message says why and what to do."""
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """Totals of one run, for the log and the benchmark."""
+
+    frames: int = 0
+    detection_frames: int = 0
+    wall_s: float = 0.0
+    stream_s: float = 0.0
+    messages: int = 0
+    line_totals: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    timer: StageTimer = field(default_factory=StageTimer)
+
+    def describe(self) -> str:
+        """Return a one-line human summary."""
+        fps = self.frames / self.wall_s if self.wall_s else 0.0
+        totals = ", ".join(
+            f"{line} {cls} {direction}={count}"
+            for (line, cls, direction), count in sorted(self.line_totals.items())
+            if count
+        )
+        return (
+            f"processed {self.frames} frames ({self.stream_s:.1f} s of stream) in "
+            f"{self.wall_s:.1f} s, {fps:.1f} fps; {self.messages} messages; "
+            f"line totals: {totals or 'none'}"
+        )
+
+
+class Pipeline:
+    """Runs one node: reads frames until the source ends or `stop` is set."""
+
+    def __init__(self, config: NodeConfig, sink: Sink) -> None:
+        self.config = config
+        self.sink = sink
+        self.summary = RunSummary()
+        self._started_at = datetime.now(UTC)
+        try:
+            self.detector = self._open_detector()
+        except DetectorError as error:
+            raise PipelineError(f"cannot load the model: {error}") from error
+        self._health = HealthProbe(config.outbox.path.parent)
+        self._last_heartbeat = time.monotonic()
+        self._window_frames = 0
+
+    def _open_detector(self) -> Detector:
+        model = self.config.model
+        detection = self.config.detection
+        return Detector(
+            model.path,
+            sha256=model.sha256,
+            providers=tuple(model.providers),
+            intra_op_threads=model.intra_op_threads,
+            spin_wait=model.spin_wait,
+            confidence=detection.confidence,
+            class_confidence=detection.class_confidence or None,
+            iou=detection.iou,
+            classes=detection.classes,
+            max_detections=detection.max_detections,
+            output_format=model.output_format,
+        )
+
+    def run(self, stop: threading.Event | None = None) -> RunSummary:
+        """Process the source to its end (files) or until `stop` is set."""
+        stop = stop or threading.Event()
+        source_config = self.config.source
+        try:
+            source = open_source(
+                source_config.uri,
+                fps=source_config.fps,
+                read_timeout_s=source_config.read_timeout_s,
+                reconnect_max_s=source_config.reconnect_max_s,
+            )
+        except SourceError as error:
+            raise PipelineError(str(error)) from error
+
+        start = time.perf_counter()
+        with source:
+            self._send_status()
+            self._loop(source, stop)
+        self.summary.wall_s = time.perf_counter() - start
+        return self.summary
+
+    def _loop(self, source: Any, stop: threading.Event) -> None:  # noqa: ANN401
+        timer = self.summary.timer
+        frames = iter(source)
+        state: _FrameState | None = None
+        while not stop.is_set():
+            decode_start = time.perf_counter()
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except SourceError as error:
+                raise PipelineError(str(error)) from error
+            timer.add("decode", time.perf_counter() - decode_start)
+            if state is None:
+                state = self._start_stream(frame, source)
+            self._process(frame, state)
+        if state is not None:
+            last = state.analytics.flush()
+            if last is not None:
+                self._send_counts(last)
+
+    def _start_stream(self, frame: Frame, source: Any) -> _FrameState:  # noqa: ANN401
+        resolution = frame.resolution_wh
+        try:
+            scene = Scene.from_config(self.config, resolution)
+            analytics = Analytics(
+                scene.lines,
+                scene.zones,
+                reference=scene.reference,
+                class_names=self.detector.class_names,
+                detector_classes=self.config.detection.classes,
+                interval_s=self.config.counts.interval_s,
+            )
+        except GeometryError as error:
+            raise PipelineError(str(error)) from error
+        frame_rate = source.fps or self.config.source.fps or 10.0
+        tracker_config = self.config.tracker
+        tracker = ByteTracker(
+            frame_rate,
+            high_threshold=tracker_config.high_threshold,
+            low_threshold=tracker_config.low_threshold,
+            new_track_threshold=tracker_config.new_track_threshold,
+            match_iou=tracker_config.match_iou,
+            lost_track_buffer_s=tracker_config.lost_track_buffer_s,
+            confirm_hits=tracker_config.confirm_hits,
+        )
+        logger.info(
+            "stream %dx%d at %.2f fps; %d lines, %d zones, %d masks",
+            resolution[0],
+            resolution[1],
+            frame_rate,
+            len(scene.lines),
+            len(scene.zones),
+            len(scene.masks),
+        )
+        return _FrameState(
+            tracker=tracker,
+            analytics=analytics,
+            mask=PrivacyMask(scene.masks, resolution),
+        )
+
+    def _process(self, frame: Frame, state: _FrameState) -> None:
+        timer = self.summary.timer
+        with timer.stage("mask"):
+            state.mask.apply(frame.image)
+
+        detections = self._detect(frame) if frame.detection_ran else Detections.empty()
+
+        with timer.stage("tracking"):
+            tracks, ended = state.tracker.update(
+                detections, frame.pts_s, detection_ran=frame.detection_ran
+            )
+        tracked = TrackedFrame(frame=frame, tracks=tracks, ended_track_ids=ended)
+        with timer.stage("analytics"):
+            intervals = state.analytics.update(tracked)
+        with timer.stage("publish"):
+            for interval in intervals:
+                self._send_counts(interval)
+            self._maybe_heartbeat(frame)
+
+        self.summary.frames += 1
+        self.summary.detection_frames += int(frame.detection_ran)
+        self.summary.stream_s = frame.pts_s
+        self._window_frames += 1
+
+    def _detect(self, frame: Frame) -> Detections:
+        timer = self.summary.timer
+        with timer.stage("preprocess"):
+            tensor, transform = self.detector.preprocess(frame.image)
+        with timer.stage("inference"):
+            outputs = self.detector.infer(tensor)
+        with timer.stage("postprocess"):
+            return self.detector.postprocess(outputs, transform, frame.resolution_wh)
+
+    def _send_counts(self, interval: CountsInterval) -> None:
+        body = interval.to_fields()
+        self.sink.send("counts", body)
+        self.summary.messages += 1
+        for row in body["lines"]:
+            for direction in ("in", "out"):
+                key = (row["line"], row["class"], direction)
+                self.summary.line_totals[key] = (
+                    self.summary.line_totals.get(key, 0) + row[direction]
+                )
+
+    def _send_status(self) -> None:
+        info = self.detector.model_info
+        self.sink.send_transient(
+            "status",
+            {
+                "state": "online",
+                "reason": "started",
+                "software_version": __version__,
+                "model": {
+                    "name": info.name,
+                    "sha256": info.sha256,
+                    "input_size": int(max(info.input_wh)),
+                },
+                "config_version": self.config.config_version,
+                "started_at": utc_iso(self._started_at),
+            },
+        )
+
+    def _maybe_heartbeat(self, frame: Frame) -> None:
+        now = time.monotonic()
+        elapsed = now - self._last_heartbeat
+        if elapsed < self.config.mqtt.heartbeat_interval_s:
+            return
+        window = self.summary.timer.window()
+        seconds, calls = window.get("inference", (0.0, 0))
+        body: dict[str, Any] = {
+            "uptime_s": round(
+                (datetime.now(UTC) - self._started_at).total_seconds(), 1
+            ),
+            "fps": round(self._window_frames / elapsed, 2),
+            "inference_ms": round(1000.0 * seconds / calls, 2) if calls else 0.0,
+            "source_state": "online",
+            "config_version": self.config.config_version,
+        }
+        body.update(self._health.sample())
+        body.update(self.sink.stats_fields())
+        self.sink.send_transient("heartbeat", body)
+        self._last_heartbeat = now
+        self._window_frames = 0
+        del frame
+
+
+@dataclass(slots=True)
+class _FrameState:
+    tracker: ByteTracker
+    analytics: Analytics
+    mask: PrivacyMask
