@@ -1,6 +1,7 @@
 """HTTP API: nodes, counts, incidents, dead letters, SSE stream, login and tokens."""
+# No `from __future__ import annotations`: FastAPI reads the dependencies in
+# the annotations of the nested endpoint functions at definition time.
 
-from __future__ import annotations
 
 import logging
 from datetime import datetime
