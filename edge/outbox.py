@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from edge.messages import (
     SEQUENCED_KINDS,
@@ -180,6 +180,9 @@ class Outbox:
         merge_max_interval_s: longest interval a merged counts message may
             cover. Longer intervals stretch the budget further but blur the
             time resolution of old counts.
+        synchronous: SQLite sync mode. FULL (default) makes every returned
+            add() survive power loss, for one fsync per add. NORMAL survives a
+            process crash only, and adds return without waiting for the disk.
         clock: wall-clock source in seconds since the epoch, for ages.
     """
 
@@ -192,6 +195,7 @@ class Outbox:
         max_bytes: int = DEFAULT_MAX_BYTES,
         low_water_ratio: float = 0.9,
         merge_max_interval_s: float = 3600.0,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_bytes <= 0:
@@ -200,6 +204,11 @@ class Outbox:
             raise ValueError(
                 f"low_water_ratio={low_water_ratio}; expected a share in (0, 1]"
             )
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(
+                f"synchronous={synchronous!r}; expected 'FULL' or 'NORMAL'"
+            )
+        self.synchronous = synchronous
         if merge_max_interval_s <= 0:
             raise ValueError(
                 f"merge_max_interval_s={merge_max_interval_s}; expected seconds > 0"
@@ -224,14 +233,15 @@ class Outbox:
                 self.path, isolation_level=None, check_same_thread=False, timeout=10
             )
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            # FULL, not NORMAL: in WAL mode NORMAL survives a process crash but
-            # may roll back the last commits on power loss, because the log is
-            # synced only at checkpoints. A pole-mounted node loses power without
-            # warning; a rolled-back add would hand its seq to a different
-            # message after reboot, and a rolled-back mark_sent would let a
-            # delivered counts message be merged and counted twice. The cost is
-            # one fsync per commit, and commits come per interval or incident.
-            db.execute("PRAGMA synchronous=FULL")
+            # FULL by default, not NORMAL: in WAL mode NORMAL survives a
+            # process crash but may roll back the last commits on power loss,
+            # because the log is synced only at checkpoints. A pole-mounted
+            # node loses power without warning. A rolled-back add would hand
+            # its seq to a different message after reboot, and a rolled-back
+            # mark_sent would let a delivered counts message be merged and
+            # counted twice. The cost is one fsync per commit, and commits come
+            # per interval or incident.
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.executescript(_SCHEMA)
         except sqlite3.Error as error:
             raise OutboxError(
@@ -287,6 +297,19 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def _relaxed_sync(self) -> Iterator[None]:
+        """Commit without fsync; the next FULL commit syncs these pages too.
+
+        Only for removals: a removal lost to power loss re-sends a message
+        the gateway already has, under the same message_id.
+        """
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self._db.execute(f"PRAGMA synchronous={self.synchronous}")
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:  # noqa: ANN401
         return self._db.execute(sql, params).fetchone()[0]
@@ -445,7 +468,7 @@ class Outbox:
         ids = [(message_id,) for message_id in message_ids]
         if not ids:
             return 0
-        with self._lock, self._transaction() as db:
+        with self._lock, self._relaxed_sync(), self._transaction() as db:
             freed = 0
             removed = 0
             for params in ids:
