@@ -141,14 +141,22 @@ def run_matrix(
 
 def markdown_table(results: Sequence[BenchResult]) -> str:
     """Format results as a markdown table, one row per measurement."""
-    lines = [
-        "| model | input | precision | provider | threads | spin | median ms | p90 ms | runs |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "model", "input", "precision", "provider", "threads", "spin",
+        "median ms", "p90 ms", "runs",
+    )  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for r in results:
-        provider = r.provider.removesuffix("ExecutionProvider")
-        lines.append(
-            f"| {r.model} | {r.input_size} | {r.precision} | {provider} | {r.threads} "
-            f"| {'on' if r.spin else 'off'} | {r.median_ms:.1f} | {r.p90_ms:.1f} | {r.runs} |"
+        cells = (
+            r.model,
+            str(r.input_size),
+            r.precision,
+            r.provider.removesuffix("ExecutionProvider"),
+            str(r.threads),
+            "on" if r.spin else "off",
+            f"{r.median_ms:.1f}",
+            f"{r.p90_ms:.1f}",
+            str(r.runs),
         )
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -108,7 +108,9 @@ def _cmd_dequantize(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     frames = read_frames(args.frames, args.count, args.offset)
     images = [frame.image for frame in frames]
-    candidate = evaluate.load_detector(args.candidate)
+    candidate = evaluate.load_detector(
+        args.candidate, confidence=args.candidate_confidence
+    )
     if args.ground_truth is not None:
         numbers = [int(frame.source.stem) for frame in frames]
         truth = evaluate.load_mot_ground_truth(args.ground_truth, numbers)
@@ -119,7 +121,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             result,
         )
     else:
-        reference = evaluate.load_detector(args.reference)
+        reference = evaluate.load_detector(
+            args.reference, confidence=args.reference_confidence
+        )
         verdict = evaluate.check_model_usable(
             candidate, images, reference, min_map50=args.min_map50
         )
@@ -254,7 +258,22 @@ def _add_quantize_commands(commands: argparse._SubParsersAction) -> None:  # typ
         "--offset",
         type=float,
         default=0.5,
-        help="shift of the picks, 0..1 of one step; 0.5 avoids the frames calibration used at 0",
+        help=(
+            "shift of the picks in steps (0..1); with the same --count as "
+            "quantize, 0.5 picks frames calibration did not use"
+        ),
+    )
+    cmd.add_argument(
+        "--candidate-confidence",
+        type=float,
+        default=0.05,
+        help="score threshold of the candidate; low keeps the whole PR curve",
+    )
+    cmd.add_argument(
+        "--reference-confidence",
+        type=float,
+        default=0.25,
+        help="score threshold above which reference boxes count as truth",
     )
     cmd.add_argument(
         "--min-map50",

@@ -92,8 +92,9 @@ def _rebuild(graph: _Graph, node: onnx.NodeProto) -> tuple[_Rebuilt, str]:
             "only ONNX Runtime's dynamic quantisation layout is supported"
         )
     w_q = graph.constant(node.input[1])
-    w_zp = (
-        graph.constant(node.input[3]) if len(node.input) > 3 and node.input[3] else 0.0
+    has_zero_point = len(node.input) > 3 and bool(node.input[3])
+    w_zp: npt.NDArray[np.float64] | None = (
+        graph.constant(node.input[3]) if has_zero_point else np.zeros(())
     )
     cast = graph.only_consumer(node.output[0], "Cast")
     rescale = graph.only_consumer(cast.output[0], "Mul") if cast else None
@@ -105,10 +106,15 @@ def _rebuild(graph: _Graph, node: onnx.NodeProto) -> tuple[_Rebuilt, str]:
     scale_name = next(name for name in rescale.input if name != cast.output[0])
     scale_mul = graph.producers[scale_name]
     w_scale = _weight_scale(graph, scale_mul, quantize.output[1])
-    shape = (-1,) + (1,) * (w_q.ndim - 1)
-    w_zp_arr = np.asarray(w_zp).reshape(shape if np.ndim(w_zp) else ())
-    w_scale = w_scale.reshape(shape if w_scale.ndim else ())
-    weight = ((w_q - w_zp_arr) * w_scale).astype(np.float32)
+    if w_zp is None:
+        raise DequantizeError(
+            f"ConvInteger {node.name!r} has a non-constant zero point"
+        )
+    # Per-channel parameters are vectors over the output channels (axis 0).
+    shape = [-1] + [1] * (w_q.ndim - 1)
+    w_zp = w_zp.reshape(shape) if w_zp.ndim else w_zp
+    w_scale = w_scale.reshape(shape) if w_scale.ndim else w_scale
+    weight = ((w_q - w_zp) * w_scale).astype(np.float32)
 
     output, bias = rescale.output[0], None
     add = graph.only_consumer(output, "Add")

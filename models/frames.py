@@ -127,7 +127,7 @@ def _read_video_frames(path: Path, indices: list[int]) -> Iterator[SourceFrame]:
                 break
             if position in wanted:
                 wanted.discard(position)
-                yield SourceFrame(path, position, image)
+                yield SourceFrame(path, position, np.asarray(image, dtype=np.uint8))
             position += 1
     finally:
         capture.release()
@@ -169,7 +169,7 @@ def read_frames(
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 raise FrameSourceError(f"cannot read image {path}; check the file")
-            frames.append(SourceFrame(path, 0, image))
+            frames.append(SourceFrame(path, 0, np.asarray(image, dtype=np.uint8)))
         else:
             frames.extend(_read_video_frames(path, local))
     if not frames:

@@ -18,7 +18,7 @@ class ModelInfoError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What `describe` found in a model file.
+    """Description of a model file, as `describe` returns it.
 
     Attributes:
         path: the file described.

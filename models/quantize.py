@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -40,7 +41,7 @@ class QuantizeError(RuntimeError):
 
 
 class Calibration(StrEnum):
-    """How the quantiser turns observed activations into int8 ranges.
+    """Calibration method that turns observed activations into int8 ranges.
 
     MinMax keeps every observed value in range (robust on few frames); Entropy
     and Percentile clip outliers, which sharpens resolution but needs more
@@ -62,7 +63,7 @@ class Calibration(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class QuantizeReport:
-    """What `quantize_model` did.
+    """Result of `quantize_model`.
 
     Attributes:
         output: path of the written int8 model.
@@ -260,8 +261,6 @@ def score_error(float_model: Path, int8_model: Path, tensor: Tensor) -> float:
 
     A quick sanity figure: a broken head shows errors near 1.0.
     """
-    import onnxruntime as ort
-
     outputs = []
     for path in (float_model, int8_model):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -45,7 +45,10 @@ class MinimalDetector:
         cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
         xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
         offset = class_id[:, None] * 4096.0
-        boxes = [(float(a), float(b), float(c - a), float(d - b)) for a, b, c, d in xyxy + offset]
+        boxes = [
+            (float(a), float(b), float(c - a), float(d - b))
+            for a, b, c, d in xyxy + offset
+        ]
         kept = cv2.dnn.NMSBoxes(boxes, confidence.tolist(), self.confidence, self.iou)
         index = np.array(kept, dtype=np.int64).reshape(-1)
         return Detections(
