@@ -9,10 +9,10 @@ message leaves the outbox only when its PUBACK arrives.
 Re-sending after a reconnect is left to paho: it keeps every unacknowledged
 publish and sends it again, with the DUP flag and the same bytes, before
 anything new once the CONNACK arrives. The drain thread keeps counting those
-publishes as in flight, so the window holds across reconnects. A node restart
-loses paho's queue, and then the outbox sends the same stored bytes again.
-Either way a duplicate carries the same message_id, and the gateway
-deduplicates by it.
+publishes as in flight, so the window limit also applies across reconnects.
+A node restart loses paho's queue, and then the outbox sends the same stored
+bytes again. Either way a duplicate carries the same message_id, and the
+gateway deduplicates by it.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class PublisherStats:
 
 
 class MqttPublisher:
-    """Publishes a node's outbox, status and transient messages over MQTT.
+    """Publish a node's outbox, status and transient messages over MQTT.
 
     Args:
         outbox: the node's durable outbox.
@@ -261,7 +261,7 @@ class MqttPublisher:
         client.loop_start()
 
     def notify(self) -> None:
-        """Wake the drain thread after an `Outbox.add`; never blocks on I/O."""
+        """Wake the drain thread after an `Outbox.add`, without any network I/O."""
         with self._cond:
             self._wake = True
             self._cond.notify()
@@ -487,7 +487,7 @@ class MqttPublisher:
             logger.exception("on_message callback failed for topic %s", message.topic)
 
     def _settle(self, message_id: str | None, reason_code: ReasonCode) -> None:
-        """Record a PUBACK; the caller holds `_cond`."""
+        """Record a PUBACK. The caller must own `_cond`."""
         if message_id is None:
             self._status_acked.set()
             return
@@ -507,7 +507,7 @@ class MqttPublisher:
             return
         self._reset_cursor = True
         logger.warning(
-            "broker refused message %s for now (%s); it is re-sent after the next "
+            "broker rejected message %s for now (%s); it is re-sent after the next "
             "connect",
             message_id,
             reason_code,

@@ -1,4 +1,4 @@
-"""Where the node's broker is and how the node proves who it is.
+"""Broker address and node credentials for the MQTT link.
 
 Parses the broker URL, checks the TLS files and reads the password from a
 file or the environment, so that a secret never sits in a config file or a

@@ -56,8 +56,8 @@ RANK_COUNTS = 1
 RANK_INCIDENT_UPDATE = 2
 RANK_INCIDENT_EDGE = 3
 # Two counts intervals are adjacent when the second starts within this many
-# seconds of the end of the first; a longer gap means the node was not
-# counting, and a merged interval must not pretend it was.
+# seconds of the end of the first. A longer gap means the node was not
+# counting, so a merged interval must not cover it.
 ADJACENT_GAP_S = 1.0
 _SCAN_CHUNK = 256
 

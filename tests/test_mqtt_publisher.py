@@ -293,6 +293,9 @@ def test_broker_dies_during_acks(broker: Broker, outbox: Outbox) -> None:
     publisher = make_publisher(outbox, proxy.url, inflight_max=20)
     latencies: list[float] = []
     try:
+        # The online status must be acknowledged first, or it takes a slot.
+        wait_until(lambda: collector.of_kind("status"), 10, "the online status")
+        wait_until(lambda: publisher.stats().inflight == 0, 10, "the status PUBACK")
         proxy.stall_acks()
         for minute in range(50):
             timed_add(publisher, minute, latencies)
