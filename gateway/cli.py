@@ -102,6 +102,9 @@ def _run(config: GatewayConfig) -> int:
             port=config.api.port,
             log_level=config.log_level.lower(),
             access_log=False,
+            # Open SSE streams never end by themselves; without a limit a
+            # shutdown would wait for every client to go away.
+            timeout_graceful_shutdown=5,
         )
     finally:
         gateway.stop()
