@@ -93,7 +93,10 @@ class _Link:
             sock.close()
 
     def _receive(self, sock: socket.socket) -> bytes | None:
-        sock.settimeout(_POLL_S)
+        try:
+            sock.settimeout(_POLL_S)
+        except OSError:  # closed by cut() before this pump started
+            return None
         while not self.closed.is_set():
             try:
                 data = sock.recv(65536)
