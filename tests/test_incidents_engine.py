@@ -39,9 +39,16 @@ def textured_image(width: int = 640, height: int = 600) -> np.ndarray:
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def tracked_frame(index: int, tracks: list[Track], image: np.ndarray | None = None) -> TrackedFrame:
+def tracked_frame(
+    index: int, tracks: list[Track], image: np.ndarray | None = None
+) -> TrackedFrame:
     t = index / 10.0
-    frame = Frame(image if image is not None else np.zeros((600, 640, 3), np.uint8), index, t, T0 + timedelta(seconds=t))
+    frame = Frame(
+        image if image is not None else np.zeros((600, 640, 3), np.uint8),
+        index,
+        t,
+        T0 + timedelta(seconds=t),
+    )
     return TrackedFrame(frame, tracks, [])
 
 
@@ -57,7 +64,12 @@ def with_envelope(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_engine_bodies_validate_against_schema() -> None:
-    rule = IntrusionRule(name="yard intrusion", classes=frozenset({"person"}), zones=(ZONE,), evidence=True)
+    rule = IntrusionRule(
+        name="yard intrusion",
+        classes=frozenset({"person"}),
+        zones=(ZONE,),
+        evidence=True,
+    )
     engine = IncidentEngine([rule], COCO80_NAMES)
     bodies = []
     for index in range(30):
@@ -89,7 +101,9 @@ def test_book_cooldown_blocks_restart() -> None:
 
 # --- schedule -----------------------------------------------------------------
 
-NIGHTS = ArmingSchedule("Europe/Prague", (ArmingWindow.parse(["fri", "sat"], "23:00", "06:00"),))
+NIGHTS = ArmingSchedule(
+    "Europe/Prague", (ArmingWindow.parse(["fri", "sat"], "23:00", "06:00"),)
+)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +115,10 @@ NIGHTS = ArmingSchedule("Europe/Prague", (ArmingWindow.parse(["fri", "sat"], "23
         (datetime(2026, 3, 7, 5, 0, tzinfo=UTC), False),  # Sat 06:00 local
         (datetime(2026, 3, 8, 4, 0, tzinfo=UTC), True),  # Sun 05:00, Saturday's night
         (datetime(2026, 3, 8, 22, 30, tzinfo=UTC), False),  # Sun 23:30 local
-        (datetime(2026, 3, 29, 3, 30, tzinfo=UTC), True),  # Sun 05:30 CEST, first summer day
+        (
+            datetime(2026, 3, 29, 3, 30, tzinfo=UTC),
+            True,
+        ),  # Sun 05:30 CEST, first summer day
         (datetime(2026, 3, 29, 4, 30, tzinfo=UTC), False),  # Sun 06:30 CEST
     ],
     ids=[
@@ -122,11 +139,25 @@ def test_schedule_local_windows(utc: datetime, armed: bool) -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: ArmingSchedule("Mars/Olympus", (ArmingWindow.parse(["mon"], "08:00", "09:00"),)), "not an IANA zone"),
-        (lambda: ArmingWindow.parse(["funday"], "08:00", "09:00"), "weekday 'funday' is invalid"),
-        (lambda: ArmingWindow.parse(["mon"], "8 am", "09:00"), "time '8 am' is invalid"),
+        (
+            lambda: ArmingSchedule(
+                "Mars/Olympus", (ArmingWindow.parse(["mon"], "08:00", "09:00"),)
+            ),
+            "not an IANA zone",
+        ),
+        (
+            lambda: ArmingWindow.parse(["funday"], "08:00", "09:00"),
+            "weekday 'funday' is invalid",
+        ),
+        (
+            lambda: ArmingWindow.parse(["mon"], "8 am", "09:00"),
+            "time '8 am' is invalid",
+        ),
         (lambda: ArmingSchedule("UTC", ()), "has no windows"),
-        (lambda: ArmingWindow(frozenset({7}), time(1), time(2)), r"weekdays \[7\] are invalid"),
+        (
+            lambda: ArmingWindow(frozenset({7}), time(1), time(2)),
+            r"weekdays \[7\] are invalid",
+        ),
     ],
     ids=["unknown-zone", "bad-day", "bad-time", "no-windows", "day-out-of-range"],
 )
@@ -137,8 +168,12 @@ def test_schedule_errors(build: Any, message: str) -> None:
 
 def test_disarming_ends_open_incident() -> None:
     # Armed until 23:00 local; the person stays, the incident must end at 23:00.
-    evening = ArmingSchedule("Europe/Prague", (ArmingWindow.parse(["fri"], "18:00", "23:00"),))
-    rule = IntrusionRule(name="yard", classes=frozenset({"person"}), zones=(ZONE,), schedule=evening)
+    evening = ArmingSchedule(
+        "Europe/Prague", (ArmingWindow.parse(["fri"], "18:00", "23:00"),)
+    )
+    rule = IntrusionRule(
+        name="yard", classes=frozenset({"person"}), zones=(ZONE,), schedule=evening
+    )
     engine = IncidentEngine([rule], COCO80_NAMES)
     bodies = []
     for index in range(200):
@@ -211,7 +246,9 @@ def test_camera_offline_and_back() -> None:
 
 
 def test_node_degraded_after_hold() -> None:
-    settings = HealthSettings(target_fps=10, degraded_hold_s=10, recover_hold_s=5, rate_window_s=5)
+    settings = HealthSettings(
+        target_fps=10, degraded_hold_s=10, recover_hold_s=5, rate_window_s=5
+    )
     monitor = SourceHealthMonitor(settings)
     events = []
     t = 0.0

@@ -36,7 +36,9 @@ BOX_ZONE = Zone.from_points("square", [(100, 100), (500, 100), (500, 500), (100,
 Path = Callable[[float], tuple[float, float] | None]
 
 
-def box_at(point: tuple[float, float], size: float = 40.0) -> tuple[float, float, float, float]:
+def box_at(
+    point: tuple[float, float], size: float = 40.0
+) -> tuple[float, float, float, float]:
     x, y = point
     return (x - size / 4, y - size, x + size / 4, y)
 
@@ -53,7 +55,13 @@ def tracked(
     return TrackedFrame(frame, list(tracks), list(ended))
 
 
-def track(track_id: int, point: tuple[float, float], class_id: int = PERSON, *, detected: bool = True) -> Track:
+def track(
+    track_id: int,
+    point: tuple[float, float],
+    class_id: int = PERSON,
+    *,
+    detected: bool = True,
+) -> Track:
     return Track(track_id, box_at(point), class_id, 0.9, True, detected)
 
 
@@ -81,8 +89,13 @@ def run(
             tracks.append(track(track_id, point, class_id))
         ran = index % detection_every == 0
         if not ran:
-            tracks = [Track(tr.track_id, tr.xyxy, tr.class_id, tr.confidence, True, False) for tr in tracks]
-        bodies.extend(engine.process(tracked(index, tracks, detection_ran=ran, ended=ended)))
+            tracks = [
+                Track(tr.track_id, tr.xyxy, tr.class_id, tr.confidence, True, False)
+                for tr in tracks
+            ]
+        bodies.extend(
+            engine.process(tracked(index, tracks, detection_ran=ran, ended=ended))
+        )
     return bodies
 
 
@@ -118,7 +131,9 @@ def crosser(t: float) -> tuple[float, float] | None:
     return (100 + 400 * t / 6, 300)
 
 
-LOITERING = LoiteringRule(name="loiter", classes=frozenset({"person"}), zones=(BOX_ZONE,), limit_s=10)
+LOITERING = LoiteringRule(
+    name="loiter", classes=frozenset({"person"}), zones=(BOX_ZONE,), limit_s=10
+)
 
 
 def test_loitering_standing_person_starts_at_limit() -> None:
@@ -174,7 +189,11 @@ def test_loitering_long_exit_restarts_dwell() -> None:
 
 def test_loitering_updates_carry_growing_dwell() -> None:
     rule = LoiteringRule(
-        name="loiter", classes=frozenset({"person"}), zones=(BOX_ZONE,), limit_s=10, update_every_s=10
+        name="loiter",
+        classes=frozenset({"person"}),
+        zones=(BOX_ZONE,),
+        limit_s=10,
+        update_every_s=10,
     )
     bodies = run([rule], {1: (PERSON, loiterer)}, 50)
     dwell = [body["detail"]["dwell_s"] for body in phases(bodies, "update")]
@@ -186,7 +205,12 @@ def test_loitering_updates_carry_growing_dwell() -> None:
 
 
 def test_intrusion_waits_for_trigger_delay() -> None:
-    rule = IntrusionRule(name="fence", classes=frozenset({"person"}), zones=(BOX_ZONE,), trigger_delay_s=2)
+    rule = IntrusionRule(
+        name="fence",
+        classes=frozenset({"person"}),
+        zones=(BOX_ZONE,),
+        trigger_delay_s=2,
+    )
     bodies = run([rule], {1: (PERSON, crosser)}, 12)
     starts = phases(bodies, "start")
     assert len(starts) == 1
@@ -201,9 +225,14 @@ def test_intrusion_waits_for_trigger_delay() -> None:
     [(PERSON, 0, 1), (CAR, 0, 0), (PERSON, 60, 0)],
     ids=["person", "other-class", "too-small"],
 )
-def test_intrusion_filters_class_and_size(class_id: int, min_size_px: float, expected: int) -> None:
+def test_intrusion_filters_class_and_size(
+    class_id: int, min_size_px: float, expected: int
+) -> None:
     rule = IntrusionRule(
-        name="fence", classes=frozenset({"person"}), zones=(BOX_ZONE,), min_size_px=min_size_px
+        name="fence",
+        classes=frozenset({"person"}),
+        zones=(BOX_ZONE,),
+        min_size_px=min_size_px,
     )
     bodies = run([rule], {1: (class_id, crosser)}, 12)
     assert len(phases(bodies, "start")) == expected
@@ -216,7 +245,11 @@ def test_intrusion_cooldown_blocks_restart() -> None:
         return (600, 300) if t < 12 else None
 
     rule = IntrusionRule(
-        name="fence", classes=frozenset({"person"}), zones=(BOX_ZONE,), exit_grace_s=0.5, cooldown_s=60
+        name="fence",
+        classes=frozenset({"person"}),
+        zones=(BOX_ZONE,),
+        exit_grace_s=0.5,
+        cooldown_s=60,
     )
     bodies = run([rule], {1: (PERSON, in_out_in)}, 12)
     assert len(phases(bodies, "start")) == 1
@@ -225,7 +258,9 @@ def test_intrusion_cooldown_blocks_restart() -> None:
 # --- crowding ---------------------------------------------------------------
 
 
-def crowd_run(rule: CrowdingRule, count_at: Callable[[float], int], seconds: float) -> list[dict[str, Any]]:
+def crowd_run(
+    rule: CrowdingRule, count_at: Callable[[float], int], seconds: float
+) -> list[dict[str, Any]]:
     engine = IncidentEngine([rule], COCO80_NAMES)
     bodies: list[dict[str, Any]] = []
     for index in range(round(seconds * FPS) + 1):
@@ -236,7 +271,14 @@ def crowd_run(rule: CrowdingRule, count_at: Callable[[float], int], seconds: flo
 
 
 def test_crowding_hysteresis_keeps_one_incident() -> None:
-    rule = CrowdingRule(name="crowd", zones=(BOX_ZONE,), min_count=10, release_margin=2, trigger_delay_s=2, release_delay_s=3)
+    rule = CrowdingRule(
+        name="crowd",
+        zones=(BOX_ZONE,),
+        min_count=10,
+        release_margin=2,
+        trigger_delay_s=2,
+        release_delay_s=3,
+    )
 
     def counts(t: float) -> int:
         if t < 5:
@@ -256,7 +298,9 @@ def test_crowding_hysteresis_keeps_one_incident() -> None:
 
 
 def test_crowding_brief_peak_below_trigger_delay_is_quiet() -> None:
-    rule = CrowdingRule(name="crowd", zones=(BOX_ZONE,), min_count=10, trigger_delay_s=3)
+    rule = CrowdingRule(
+        name="crowd", zones=(BOX_ZONE,), min_count=10, trigger_delay_s=3
+    )
     bodies = crowd_run(rule, lambda t: 12 if 5 <= t < 7 else 2, 12)
     assert bodies == []
 
@@ -269,14 +313,18 @@ def bag(t: float) -> tuple[float, float] | None:
 
 
 def test_abandoned_bag_survives_occlusion() -> None:
-    rule = AbandonedObjectRule(name="bags", zones=(BOX_ZONE,), limit_s=30, missing_grace_s=5)
+    rule = AbandonedObjectRule(
+        name="bags", zones=(BOX_ZONE,), limit_s=30, missing_grace_s=5
+    )
     engine = IncidentEngine([rule], COCO80_NAMES)
     bodies: list[dict[str, Any]] = []
     for index in range(0, 700):
         t = index / FPS
         hidden = 20 <= t < 24  # someone stands in front of it for 4 s
         tracks = [] if hidden else [track(7, (300 + (index % 3), 300), BACKPACK)]
-        bodies.extend(engine.process(tracked(index, tracks, ended=[7] if t == 20 else [])))
+        bodies.extend(
+            engine.process(tracked(index, tracks, ended=[7] if t == 20 else []))
+        )
     starts = phases(bodies, "start")
     assert len(starts) == 1
     assert seconds_of(starts[0], "started_at") == pytest.approx(30.0, abs=0.11)
@@ -299,7 +347,9 @@ def test_abandoned_bag_picked_up_ends() -> None:
 def test_abandoned_skipped_detection_never_means_gone() -> None:
     # Detection runs once every 2 s only; 1.9 s of skipped frames exceed a
     # 1 s grace but must not count as missing.
-    rule = AbandonedObjectRule(name="bags", zones=(BOX_ZONE,), limit_s=30, missing_grace_s=1)
+    rule = AbandonedObjectRule(
+        name="bags", zones=(BOX_ZONE,), limit_s=30, missing_grace_s=1
+    )
     bodies = run([rule], {7: (BACKPACK, bag)}, 60, detection_every=20)
     assert len(phases(bodies, "start")) == 1
     assert phases(bodies, "end") == []
@@ -327,7 +377,10 @@ CROSSING = Line.from_points("gate", (0, 300), (640, 300))
 
 def wrong_way_rule() -> WrongWayRule:
     return WrongWayRule(
-        name="one-way", classes=frozenset({"person"}), lines=(CROSSING,), allowed_direction_xy=(0, 1)
+        name="one-way",
+        classes=frozenset({"person"}),
+        lines=(CROSSING,),
+        allowed_direction_xy=(0, 1),
     )
 
 
@@ -352,18 +405,63 @@ def test_wrong_way_uses_net_displacement(path: Path, expected: int) -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: LoiteringRule(name="x", classes=frozenset({"person"}), zones=(BOX_ZONE,), limit_s=0), "limit_s=0"),
-        (lambda: IntrusionRule(name="x", classes=frozenset(), zones=(BOX_ZONE,)), "classes is empty"),
-        (lambda: IntrusionRule(name="x", classes=frozenset({"person"}), zones=()), "zones is empty"),
-        (lambda: CrowdingRule(name="x", zones=(BOX_ZONE,), min_count=3, release_margin=3), "release_margin=3"),
-        (lambda: IntrusionRule(name="x", classes=frozenset({"person"}), zones=(BOX_ZONE,), min_size_m=1.5), "needs a ground_plane"),
-        (lambda: IntrusionRule(name="x", classes=frozenset({"person"}), zones=(BOX_ZONE,), cooldown_s=-1), "cooldown_s=-1"),
         (
-            lambda: WrongWayRule(name="x", classes=frozenset({"car"}), lines=(CROSSING,), allowed_direction_xy=(1, 0)),
+            lambda: LoiteringRule(
+                name="x", classes=frozenset({"person"}), zones=(BOX_ZONE,), limit_s=0
+            ),
+            "limit_s=0",
+        ),
+        (
+            lambda: IntrusionRule(name="x", classes=frozenset(), zones=(BOX_ZONE,)),
+            "classes is empty",
+        ),
+        (
+            lambda: IntrusionRule(name="x", classes=frozenset({"person"}), zones=()),
+            "zones is empty",
+        ),
+        (
+            lambda: CrowdingRule(
+                name="x", zones=(BOX_ZONE,), min_count=3, release_margin=3
+            ),
+            "release_margin=3",
+        ),
+        (
+            lambda: IntrusionRule(
+                name="x",
+                classes=frozenset({"person"}),
+                zones=(BOX_ZONE,),
+                min_size_m=1.5,
+            ),
+            "needs a ground_plane",
+        ),
+        (
+            lambda: IntrusionRule(
+                name="x",
+                classes=frozenset({"person"}),
+                zones=(BOX_ZONE,),
+                cooldown_s=-1,
+            ),
+            "cooldown_s=-1",
+        ),
+        (
+            lambda: WrongWayRule(
+                name="x",
+                classes=frozenset({"car"}),
+                lines=(CROSSING,),
+                allowed_direction_xy=(1, 0),
+            ),
             "runs along line 'gate'",
         ),
     ],
-    ids=["zero-limit", "no-classes", "no-zones", "margin-too-big", "metres-without-plane", "negative-cooldown", "direction-along-line"],
+    ids=[
+        "zero-limit",
+        "no-classes",
+        "no-zones",
+        "margin-too-big",
+        "metres-without-plane",
+        "negative-cooldown",
+        "direction-along-line",
+    ],
 )
 def test_rule_settings_errors(build: Callable[[], object], message: str) -> None:
     with pytest.raises(RuleError, match=message):

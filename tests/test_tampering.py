@@ -11,7 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.incidents import IncidentEvent, RuleError, TamperingDetector, TamperingSettings
+from edge.incidents import (
+    IncidentEvent,
+    RuleError,
+    TamperingDetector,
+    TamperingSettings,
+)
 from edge.messages import envelope, validate
 from edge.types import Frame, Image
 
@@ -94,9 +99,9 @@ ALTERED_FROM, ALTERED_TO = 200, 500  # frames, 30 s of the 79.5 s clip
 def run_clip(vtest_avi: Path, alteration: Alteration | None) -> list[IncidentEvent]:
     detector = TamperingDetector()
     events: list[IncidentEvent] = []
-    for index, image in enumerate(read_clip(vtest_avi)):
-        if alteration is not None and ALTERED_FROM <= index < ALTERED_TO:
-            image = alteration(image)
+    for index, original in enumerate(read_clip(vtest_avi)):
+        altered = alteration is not None and ALTERED_FROM <= index < ALTERED_TO
+        image = alteration(original) if alteration is not None and altered else original
         events.extend(detector.process(frame_at(image, index, FPS_VTEST)))
     return events
 
@@ -128,7 +133,9 @@ def test_altered_clip_raises_one_incident(
     hold_s = TamperingSettings().hold_s
     started_s = seconds_of(starts[0], starts[0].started_at)
     assert started_s == pytest.approx(ALTERED_FROM / FPS_VTEST + hold_s, abs=0.6)
-    assert seconds_of(ends[0], ends[0].ended_at) == pytest.approx(ALTERED_TO / FPS_VTEST, abs=0.6)
+    assert seconds_of(ends[0], ends[0].ended_at) == pytest.approx(
+        ALTERED_TO / FPS_VTEST, abs=0.6
+    )
 
 
 # --- day/night switch and covered lens ---------------------------------------
@@ -151,7 +158,9 @@ def test_infrared_switch_is_not_tampering(scene: Image) -> None:
     detector = TamperingDetector()
     events = []
     for index in range(600):
-        events.extend(detector.process(frame_at(night_switch(scene, index), index, FPS)))
+        events.extend(
+            detector.process(frame_at(night_switch(scene, index), index, FPS))
+        )
     assert events == []
 
 
@@ -169,7 +178,9 @@ def test_covered_lens_raises_one_incident_after_hold(scene: Image) -> None:
     assert len(starts) == 1
     assert len(ends) == 1
     assert starts[0].detail["cause"] in {"covered", "dark"}
-    assert seconds_of(starts[0], starts[0].started_at) == pytest.approx(5.0 + 5.0, abs=0.6)
+    assert seconds_of(starts[0], starts[0].started_at) == pytest.approx(
+        5.0 + 5.0, abs=0.6
+    )
     assert seconds_of(ends[0], ends[0].ended_at) == pytest.approx(35.0, abs=0.6)
     assert ends[0].incident_id == starts[0].incident_id
 
@@ -191,7 +202,9 @@ def test_tampering_body_validates(scene: Image) -> None:
     bodies: list[dict[str, Any]] = []
     for index in range(100):
         image = blacked_out(scene) if index >= 10 else scene
-        bodies.extend(event.to_body() for event in detector.process(frame_at(image, index, FPS)))
+        bodies.extend(
+            event.to_body() for event in detector.process(frame_at(image, index, FPS))
+        )
     assert len(bodies) == 1
     message = {**envelope("incident", "site-1", "node-1", seq=1), **bodies[0]}
     assert validate(message)["type"] == "tampering"
