@@ -34,9 +34,10 @@ class FileSource(VideoSource):
     `CAP_PROP_POS_MSEC`) minus the first frame's. Where the container gives
     no usable timestamp (missing, or not increasing) the frame gets the
     previous timestamp plus one frame period. The period comes from the
-    container's frame rate, else the `fps` argument; when the container
+    container's frame rate, else from the `fps` argument. When the container
     reports 0, NaN or an absurd rate, one warning is logged and the rate is
-    taken from `fps`, or left as None if the timestamps are usable.
+    taken from `fps`, or left as None so that the timestamps alone time the
+    frames.
 
     Args:
         path: the video file.

@@ -1,6 +1,6 @@
 """Live sources: network streams, V4L2 devices and GStreamer pipelines.
 
-A reader thread reads frames and keeps only the newest; the consumer takes
+A reader thread reads frames and keeps only the newest. The consumer takes
 whatever is newest when it is ready, and frames replaced before that are
 counted as dropped. The consumer side is also the watchdog, because an
 OpenCV read can block forever on a hung stream: when no frame arrives within
@@ -79,9 +79,9 @@ class ReconnectPolicy:
             is abandoned like a hung read.
         reconnect_initial_s: delay before the first retry; it doubles per
             failed attempt.
-        reconnect_max_s: cap of the doubling delay; jitter of up to
-            `jitter_ratio` of the delay is added on top, so that many nodes
-            that lost the same server do not retry in step.
+        reconnect_max_s: cap of the doubling delay. Jitter of up to
+            `jitter_ratio` of the delay is added on top, so nodes that lost
+            the same server do not retry in step.
         max_reconnects: consecutive failed open attempts allowed after the
             first; iteration ends once they are used up. None retries forever.
     """
@@ -125,7 +125,7 @@ class _Phase(enum.Enum):
 class LiveSource(VideoSource):
     """A camera or stream read by a background thread, reconnected when it fails.
 
-    Iteration yields the newest frame each time the consumer asks, blocks
+    Iteration yields the newest frame on each request, blocks
     while the source is offline, and ends on `close()` or once
     `policy.max_reconnects` is used up (then `last_error` says why).
     `pts_s` is monotonic seconds since the first frame and `captured_at` the
@@ -464,7 +464,7 @@ def stream_opener(url: str, policy: ReconnectPolicy) -> CaptureOpener:
     OpenCV's own read timeout is set to twice the watchdog's, so that the
     watchdog declares the outage and the abandoned read still ends soon after.
     """
-    shown = redact_uri(url)
+    redacted = redact_uri(url)
     params = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
         round(policy.open_timeout_s * 1000),
@@ -477,8 +477,8 @@ def stream_opener(url: str, policy: ReconnectPolicy) -> CaptureOpener:
         if not capture.isOpened():
             capture.release()
             raise SourceOpenError(
-                shown,
-                f"cannot open stream {shown}; check that the camera is on and "
+                redacted,
+                f"cannot open stream {redacted}; check that the camera is on and "
                 "reachable, the URL path and the credentials are right, and "
                 "nothing blocks the port",
             )

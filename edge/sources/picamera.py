@@ -1,11 +1,13 @@
 """Raspberry Pi cameras through picamera2, converted to the detector's BGR.
 
-picamera2 names formats after the DRM fourcc, whose byte order in memory is
-the reverse of the name on a little-endian CPU (picamera2 manual, section
-"Image formats"): "RGB888" arrays are laid out B, G, R and need no
-conversion; "BGR888" is R, G, B; "XBGR8888" is R, G, B, X and "XRGB8888" is
-B, G, R, X, both with 4 channels. Every format is turned into a contiguous
-3-channel BGR array.
+picamera2 names formats with DRM fourccs. A DRM name lists the channels of a
+little-endian packed word from the high byte down, so the bytes in memory run
+the other way. "RGB888" arrays are B, G, R and need no conversion, while
+"BGR888" is R, G, B. "XBGR8888" is R, G, B, X and "XRGB8888" is B, G, R, X,
+both with 4 channels. Every format is turned into contiguous 3-channel BGR.
+
+NOTE: the layouts are checked against tests/support/fake_picamera.py only;
+confirm a red card stays red on a real camera before relying on a new format.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ Picamera2Factory = Callable[[int], Picamera2Like]
 
 @dataclass(frozen=True, slots=True)
 class PiCameraSettings:
-    """What to ask the camera for.
+    """Camera number, size, pixel format and frame rate to request.
 
     Attributes:
         camera_num: index of the camera, 0 for the first CSI port.

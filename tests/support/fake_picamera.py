@@ -26,7 +26,7 @@ class FakePicamera2:
 
     Args:
         camera_num: camera index, as the real constructor takes it.
-        rgb: the colour the camera sees, as (red, green, blue).
+        rgb: the colour in front of the camera, as (red, green, blue).
         busy: raise RuntimeError from the constructor, as picamera2 does when
             another process holds the camera.
     """
