@@ -190,7 +190,12 @@ def test_infrared_switch_raises_no_intrusion(vtest_avi: Path, model_640: Path) -
     bodies: list[dict[str, Any]] = []
     for index in range(300):
         number = index + 1
-        view = 0 if number <= 50 else 1 if number <= 53 else 2
+        if number <= 50:
+            view = 0
+        elif number <= 53:
+            view = 1
+        else:
+            view = 2
         tracks, ended = tracker.update(detections[view], index / 10.0)
         t = index / 10.0
         frame = Frame(views[view], index, t, T0 + timedelta(seconds=t))

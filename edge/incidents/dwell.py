@@ -43,9 +43,9 @@ class DwellEvaluator:
     """Raises an incident once a visit lasts `threshold_s`; ends it on exit.
 
     When the tracker ends a track while its object is inside the zone, the
-    visit waits `exit_grace_s` for a new track of the same class to appear in
-    the zone and continues under it, so a tracker id switch does not split
-    one intrusion into two incidents.
+    visit waits `exit_grace_s` for a new track of the same class in the zone.
+    If one appears, the visit continues under it, so a tracker id switch does
+    not split one intrusion into two incidents.
     """
 
     def __init__(  # noqa: PLR0917 - built only by the rule classes

@@ -1,8 +1,8 @@
 """Anonymised evidence JPEGs: people, vehicles and privacy masks pixelated.
 
-The encoder works on a copy in which every person and vehicle box on the
-frame (all tracks of those classes, not only the incident's) and every
-privacy-mask polygon is pixelated before anything is encoded, so the raw
+The encoder works on a copy. Every person and vehicle box on the frame (all
+tracks of those classes, not only the incident's) and every privacy-mask
+polygon is pixelated in that copy before anything is encoded, so the raw
 frame never leaves this module. OpenCV's JPEG encoder writes no EXIF or
 other metadata segment; `render_evidence` checks the bytes and raises if one
 ever appears.

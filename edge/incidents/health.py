@@ -123,7 +123,7 @@ class SourceHealthMonitor:
         if self.settings.target_fps <= 0:
             return []
         if not self._online:
-            # A frame proves the source is back even when no event said so.
+            # A frame proves the source is back even without an online event.
             return self.on_source_state(True, now.at) + self.on_frame(now)
         rate = self._measure(now.pts_s)
         if rate is None:

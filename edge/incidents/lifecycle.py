@@ -82,7 +82,7 @@ class IncidentEvent:
         line: line name, for line rules.
         class_name: object class, for object rules.
         detail: numbers and short strings; never ids, boxes or positions.
-        evidence: the schema's evidence object, when the rule asks for one.
+        evidence: the schema's evidence object, for rules with evidence on.
     """
 
     incident_id: str

@@ -2,8 +2,8 @@
 
 The direction of a crossing is decided from the net displacement of the
 object's anchor over the last `window_s` seconds, not from the one step that
-touched the line, so a box jittering on the line never reads as a crossing
-against the allowed direction.
+touched the line. A box jittering on the line therefore moves too little
+across it to count as a crossing against the allowed direction.
 """
 
 from __future__ import annotations

@@ -194,7 +194,7 @@ class ObjectView:
 
 @dataclass(frozen=True, slots=True)
 class FrameView:
-    """What rules read from one tracked frame.
+    """The part of one tracked frame that rules read.
 
     Attributes:
         now: stream time and UTC time of the frame.

@@ -2,7 +2,7 @@
 
 An object is stationary while its anchor stays within `still_radius_px` of
 where it settled. Frames where the detector did not run say nothing about
-the object; only detector frames that miss it add to its missing time, and a
+the object, so only detector frames that miss it add to its missing time. A
 gap shorter than `missing_grace_s` (a person walking past the bag) neither
 resets nor ends anything. When the tracker drops the track during such a
 gap and a new track of the same class reappears within the radius, the new

@@ -1,8 +1,9 @@
 """Camera tampering: covered or dark lens, blinding, defocus, moved camera.
 
-Every check runs on a greyscale copy scaled down to `work_width_px` (160 px
-by default), at `eval_rate_hz`, so the cost per camera stays well under a
-millisecond per frame on average. A condition must hold for `hold_s` before an
+Every check runs on a greyscale copy about `work_width_px` wide (160 px by
+default), at `eval_rate_hz` (2 Hz). On a 768x576 clip at 10 fps that cost
+0.5-0.7 ms per frame on average on a shared 2-core x86 machine, with about
+2-2.5 ms for each evaluated frame. A condition must hold for `hold_s` before an
 incident starts, which also ignores short flashes such as the one an
 infrared day/night switch makes. When the camera switches between colour and
 greyscale (infrared) mode, the reference sharpness and edges are learnt
@@ -42,7 +43,7 @@ _MIN_EDGE_DENSITY = 0.004
 
 
 class TamperCause(enum.StrEnum):
-    """Why the view is considered tampered with, most severe first."""
+    """Cause of a tampering incident, most severe first."""
 
     COVERED = "covered"
     DARK = "dark"
@@ -59,8 +60,10 @@ class TamperingSettings:
     Attributes:
         name: rule name in incidents.
         severity: severity of tampering incidents.
-        work_width_px: width of the greyscale copy the checks run on. Raise
-            it to see finer detail at a higher cost.
+        work_width_px: minimum width of the greyscale copy the checks run
+            on; the frame is divided by the largest whole factor that keeps
+            it at least this wide. Raise it to see finer detail at a higher
+            cost.
         eval_rate_hz: evaluations per second of stream time.
         hold_s: a condition must last this long before an incident starts.
             Raise it to ignore longer flashes and passing vehicles that fill
@@ -152,7 +155,6 @@ class ViewMeasures:
         sharpness: variance of the Laplacian over the variance of the image,
             so it does not change with brightness or contrast.
         chroma: mean absolute difference between colour channels.
-        edge_density: share of pixels on a Canny edge.
     """
 
     mean_luma: float
@@ -161,7 +163,6 @@ class ViewMeasures:
     saturated_fraction: float
     sharpness: float
     chroma: float
-    edge_density: float
 
 
 @dataclass(slots=True)
@@ -175,7 +176,7 @@ class _Reference:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """How the current view compares with the reference.
+    """Comparison of the current view with the reference.
 
     Attributes:
         sharpness_ratio: current sharpness over reference sharpness.
@@ -225,7 +226,7 @@ class TamperingDetector:
         logger.info(
             "tampering reference set: sharpness %.3f, edge density %.4f, greyscale %s",
             measures.sharpness,
-            measures.edge_density,
+            self._reference.edge_density,
             self._reference.greyscale,
         )
 
@@ -281,11 +282,12 @@ class TamperingDetector:
                 f"got {image.shape}"
             )
         height, width = image.shape[:2]
-        work_w = min(self.settings.work_width_px, width)
-        work_h = max(1, round(height * work_w / width))
-        small: Image = np.asarray(
-            cv2.resize(image, (work_w, work_h), interpolation=cv2.INTER_AREA), np.uint8
-        )
+        # A whole-number factor keeps OpenCV's area resampling on its fast
+        # path: 0.4 ms against 2.9 ms for 768x576 to exactly 160 px wide.
+        factor = max(1, width // self.settings.work_width_px)
+        work_wh = (max(1, width // factor), max(1, height // factor))
+        resized = cv2.resize(image, work_wh, interpolation=cv2.INTER_AREA)
+        small: Image = np.asarray(resized, np.uint8)
         grey: Image = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8)
         return grey, _measure(grey, small, self.settings)
 
@@ -411,8 +413,6 @@ def _measure(
     sharpness = float(laplacian.var()) / variance if variance > 1.0 else 0.0
     blue, green, red = cv2.split(small)
     chroma = float(cv2.absdiff(blue, green).mean() + cv2.absdiff(green, red).mean()) / 2
-    edges = _edges(grey, mean_luma, std_luma)
-    edge_density = float(cv2.countNonZero(edges)) / total
     return ViewMeasures(
         mean_luma=mean_luma,
         std_luma=std_luma,
@@ -420,7 +420,6 @@ def _measure(
         saturated_fraction=saturated_fraction,
         sharpness=sharpness,
         chroma=chroma,
-        edge_density=edge_density,
     )
 
 
@@ -446,7 +445,7 @@ def _make_reference(
         grey=_windowed(grey),
         edges=edges,
         sharpness=measures.sharpness,
-        edge_density=measures.edge_density,
+        edge_density=float(cv2.countNonZero(edges)) / float(grey.size),
         greyscale=measures.chroma < greyscale_chroma,
     )
 

@@ -272,7 +272,7 @@ class CrowdingEvaluator:
     def process(self, frame: FrameView) -> list[IncidentEvent]:
         """Count each zone on detector frames and return incident events."""
         events: list[IncidentEvent] = []
-        # On frames the detector skipped the last measured count stands.
+        # On frames the detector skipped, the last measured count is kept.
         if frame.detection_ran:
             self._count(frame)
         for zone in self.settings.zones:
