@@ -117,6 +117,8 @@ class Analytics:
         frame = tracked.frame
         if frame.resolution_wh != self._resolution_wh:
             self._rescale(frame.resolution_wh)
+        # Ended tracks are gone from this frame, so they leave the occupancy now.
+        self.forget(tracked.ended_track_ids)
         ran = frame.detection_ran
         crossings = [
             (c.line, self.class_names[c.class_id], c.direction)
@@ -135,13 +137,11 @@ class Analytics:
             }
             for monitor in self._zones
         }
-        closed = self._intervals.add_frame(
+        return self._intervals.add_frame(
             FrameCounts(
                 frame.pts_s, frame.captured_at, ran, crossings, events, occupancy
             )
         )
-        self.forget(tracked.ended_track_ids)
-        return closed
 
     def flush(self) -> CountsInterval | None:
         """Close the last, partial interval; None when it has no frame."""

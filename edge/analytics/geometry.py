@@ -348,6 +348,22 @@ def require_reference(
     )
 
 
+def parse_anchor(anchor: Anchor | str, owner: str) -> Anchor:
+    """Return `anchor` as an Anchor; raise GeometryError naming the choices.
+
+    Args:
+        anchor: an Anchor or its configuration value, e.g. "bottom_center".
+        owner: what the anchor belongs to, e.g. "line 'door'".
+    """
+    try:
+        return Anchor(anchor)
+    except ValueError:
+        choices = ", ".join(item.value for item in Anchor)
+        raise GeometryError(
+            f"{owner} anchor {anchor!r} is invalid; expected one of: {choices}"
+        ) from None
+
+
 def check_name(name: str, kind: str) -> None:
     """Raise GeometryError unless `name` is a valid line or zone name.
 

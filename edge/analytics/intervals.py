@@ -7,7 +7,7 @@ stream time elapsed, so drift between the stream clock and the wall clock
 within one run is not corrected.
 
 Occupancy is a step function of stream time: the value reported on a frame
-holds until the next frame. The mean is the time-weighted mean of that
+lasts until the next frame. The mean is the time-weighted mean of that
 function over the interval, the max is the largest value it takes there
 (including the value carried in from the previous interval), and `current` is
 its value at the end.
@@ -33,6 +33,9 @@ DEFAULT_INTERVAL_S = 60.0
 # intervals) is treated as a clock jump: the empty intervals in between are
 # not emitted one by one.
 DEFAULT_MAX_SKIPPED_INTERVALS = 1440
+# A frame within a microsecond before a boundary belongs after it, because
+# frame times such as index / fps carry float rounding.
+_TIME_TOLERANCE_S = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +114,7 @@ class CountsInterval:
 
 @dataclass(frozen=True, slots=True)
 class FrameCounts:
-    """What analytics saw on one frame, as input to `IntervalCounter`.
+    """Per-frame analytics results, the input of `IntervalCounter`.
 
     Attributes:
         pts_s: stream time of the frame in seconds.
@@ -149,6 +152,9 @@ class _ZoneTally:
     exits: int = 0
 
     def hold_until(self, pts_s: float) -> None:
+        # A frame within the boundary tolerance may lie just before since_s.
+        if pts_s <= self.since_s:
+            return
         self.integral += self.value * (pts_s - self.since_s)
         self.since_s = pts_s
 
@@ -334,9 +340,8 @@ class IntervalCounter:
     def _close_until(self, pts_s: float) -> list[CountsInterval]:
         assert self._origin_s is not None  # set by _start_or_clamp
         closed: list[CountsInterval] = []
-        boundaries = (
-            math.floor((pts_s - self._origin_s) / self.interval_s) - self._index
-        )
+        elapsed_s = pts_s - self._origin_s + _TIME_TOLERANCE_S
+        boundaries = math.floor(elapsed_s / self.interval_s) - self._index
         if boundaries <= 0:
             return closed
         if boundaries > self.max_skipped_intervals:

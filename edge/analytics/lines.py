@@ -5,10 +5,10 @@ as drawn on screen (image y grows downwards). An object that crosses from the
 left-hand side of that arrow to the right-hand side moves `in`; the opposite
 move is `out`. In numbers, for an anchor P,
 cross = (Bx-Ax)*(Py-Ay) - (By-Ay)*(Px-Ax) is positive on the right-hand side,
-so moving from cross < 0 to cross > 0 is `in`. Examples: a line drawn from
-(0, 500) to (1000, 500) counts downward motion as `in`; a line drawn from
-(320, 0) to (320, 480), pointing down the screen, counts right-to-left motion
-as `in`. Swapping the two points swaps `in` and `out`.
+so moving from cross < 0 to cross > 0 is `in`. For example, a line drawn
+from (0, 500) to (1000, 500) counts downward motion as `in`. A line drawn
+from (320, 0) to (320, 480), pointing down the screen, counts right-to-left
+motion as `in`. Swapping the two points swaps `in` and `out`.
 
 When a crossing counts:
 
@@ -50,6 +50,7 @@ from edge.analytics.geometry import (
     ReferenceFrame,
     Segment,
     check_name,
+    parse_anchor,
 )
 from edge.types import Anchor, Track
 
@@ -82,7 +83,7 @@ class Crossing:
 
 @dataclass(slots=True)
 class _TrackState:
-    """What a line remembers about one track."""
+    """Per-track crossing state of one line."""
 
     last_xy: Point | None = None
     # Sign of the last detected anchor that was off the line (0: none yet).
@@ -138,7 +139,7 @@ class LineCounter:
         end: Point,
         *,
         classes: Iterable[int] | None = None,
-        anchor: Anchor = Anchor.BOTTOM_CENTER,
+        anchor: Anchor | str = Anchor.BOTTOM_CENTER,
         hysteresis_px: float = DEFAULT_HYSTERESIS_PX,
         frame_wh: tuple[int, int] | None = None,
         max_tracks: int = DEFAULT_MAX_TRACKS,
@@ -159,7 +160,7 @@ class LineCounter:
         self.name = name
         self.segment = segment
         self.classes = None if classes is None else frozenset(classes)
-        self.anchor = anchor
+        self.anchor = parse_anchor(anchor, f"line {name!r}")
         self.hysteresis_px = float(hysteresis_px)
         self.band_px = self._band_per_side(frame_wh)
         self.max_tracks = max_tracks
@@ -234,8 +235,9 @@ class LineCounter:
             self._evicted += 1
             if self._evicted == 1 or self._evicted % 1000 == 0:
                 logger.warning(
-                    "line %r holds more than %d tracks; dropped the least recently "
-                    "seen (%d dropped so far). Is the tracker reporting ended tracks?",
+                    "line %r has state for more than %d tracks; dropped the least "
+                    "recently seen (%d dropped so far). Check that the tracker "
+                    "reports ended tracks",
                     self.name,
                     self.max_tracks,
                     self._evicted,
@@ -326,12 +328,13 @@ class LineSpec:
     start: Point
     end: Point
     classes: tuple[str, ...] | None = None
-    anchor: Anchor = Anchor.BOTTOM_CENTER
+    anchor: Anchor | str = Anchor.BOTTOM_CENTER
     hysteresis_px: float = DEFAULT_HYSTERESIS_PX
 
     def check(self, reference: ReferenceFrame) -> None:
         """Raise GeometryError when the line is invalid in `reference`."""
         check_name(self.name, "line")
+        parse_anchor(self.anchor, f"line {self.name!r}")
         reference.check_inside(self.start, f"line {self.name!r} start")
         reference.check_inside(self.end, f"line {self.name!r} end")
         if self.start == self.end:

@@ -38,6 +38,7 @@ from edge.analytics.geometry import (
     ReferenceFrame,
     anchors_xy,
     check_name,
+    parse_anchor,
 )
 from edge.types import Anchor, Track
 
@@ -48,6 +49,9 @@ DEFAULT_EXIT_DEBOUNCE_S = 1.0
 # Same role as in lines.py: protects against a tracker that never reports
 # ended tracks.
 DEFAULT_MAX_TRACKS = 4096
+# Frame times such as index / fps carry float rounding (0.7 - 0.4 < 0.3), so a
+# debounce that is met to the microsecond counts as met.
+_TIME_TOLERANCE_S = 1e-6
 
 
 class ZoneTransition(StrEnum):
@@ -70,7 +74,7 @@ class ZoneEvent:
 
 @dataclass(slots=True)
 class _Presence:
-    """What a zone remembers about one track."""
+    """Per-track zone state of one zone."""
 
     inside: bool
     class_id: int
@@ -107,7 +111,7 @@ class ZoneMonitor:
         polygon: Polygon,
         *,
         classes: Iterable[int] | None = None,
-        anchor: Anchor = Anchor.BOTTOM_CENTER,
+        anchor: Anchor | str = Anchor.BOTTOM_CENTER,
         enter_debounce_s: float = DEFAULT_ENTER_DEBOUNCE_S,
         exit_debounce_s: float = DEFAULT_EXIT_DEBOUNCE_S,
         max_tracks: int = DEFAULT_MAX_TRACKS,
@@ -126,7 +130,7 @@ class ZoneMonitor:
         self.name = name
         self.polygon = polygon
         self.classes = None if classes is None else frozenset(classes)
-        self.anchor = anchor
+        self.anchor = parse_anchor(anchor, f"zone {name!r}")
         self.enter_debounce_s = float(enter_debounce_s)
         self.exit_debounce_s = float(exit_debounce_s)
         self.max_tracks = max_tracks
@@ -203,8 +207,9 @@ class ZoneMonitor:
             self._evicted += 1
             if self._evicted == 1 or self._evicted % 1000 == 0:
                 logger.warning(
-                    "zone %r holds more than %d tracks; dropped the least recently "
-                    "seen (%d dropped so far). Is the tracker reporting ended tracks?",
+                    "zone %r has state for more than %d tracks; dropped the least "
+                    "recently seen (%d dropped so far). Check that the tracker "
+                    "reports ended tracks",
                     self.name,
                     self.max_tracks,
                     self._evicted,
@@ -225,7 +230,7 @@ class ZoneMonitor:
         if state.disagree_since_s is None:
             state.disagree_since_s = pts_s
         debounce_s = self.enter_debounce_s if raw else self.exit_debounce_s
-        if pts_s - state.disagree_since_s < debounce_s:
+        if pts_s - state.disagree_since_s + _TIME_TOLERANCE_S < debounce_s:
             return
         state.inside = raw
         state.disagree_since_s = None
@@ -275,13 +280,14 @@ class ZoneSpec:
     name: str
     points: tuple[Point, ...]
     classes: tuple[str, ...] | None = None
-    anchor: Anchor = Anchor.BOTTOM_CENTER
+    anchor: Anchor | str = Anchor.BOTTOM_CENTER
     enter_debounce_s: float = DEFAULT_ENTER_DEBOUNCE_S
     exit_debounce_s: float = DEFAULT_EXIT_DEBOUNCE_S
 
     def check(self, reference: ReferenceFrame) -> None:
         """Raise GeometryError when the zone is invalid in `reference`."""
         check_name(self.name, "zone")
+        parse_anchor(self.anchor, f"zone {self.name!r}")
         for index, point in enumerate(self.points):
             reference.check_inside(point, f"zone {self.name!r} point {index}")
         Polygon(self.points, name=f"zone {self.name!r}")
