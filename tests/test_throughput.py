@@ -89,7 +89,7 @@ def test_gating_static_scene_keeps_counts(
     config = campus_config(tud_campus, model_640, tmp_path)
     real = campus_frames(tud_campus)
 
-    ungated = run(config, MotionConfig(gating=False), [f for f in real])
+    ungated = run(config, MotionConfig(gating=False), list(real))
     gated = run(config, MotionConfig(gating=True), still_then_real(real))
 
     expected = {key: n for key, n in ungated.summary.line_totals.items() if n}
