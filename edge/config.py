@@ -25,6 +25,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from edge.config_calibration import GroundConfig, LensConfig, TamperingConfig
 from edge.types import Anchor
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -342,6 +343,9 @@ class NodeConfig(_Strict):
     counts: CountsConfig = Field(default_factory=CountsConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    lens: LensConfig | None = None
+    ground: GroundConfig | None = None
+    tampering: TamperingConfig | None = None
 
     @field_validator("timezone")
     @classmethod
