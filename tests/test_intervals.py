@@ -437,8 +437,12 @@ def read_gt(path: Path) -> dict[int, list[tuple[int, float, float, float, float]
 @pytest.mark.media
 @pytest.mark.parametrize(
     ("hysteresis_px", "expected"),
-    [(5.0, (1, 4)), (10.0, (0, 4))],
-    ids=["band of 5 px counts all five", "band of 10 px misses track born in band"],
+    [(5.0, (1, 4)), (10.0, (1, 4)), (20.0, (1, 4))],
+    ids=[
+        "band of 5 px counts all five",
+        "band of 10 px counts track born in band",
+        "band of 20 px counts track born in band",
+    ],
 )
 def test_tud_campus_ground_truth_crossings(tud_campus: Path, hysteresis_px, expected):
     """Ground-truth tracks of TUD-Campus cross x = 320: 4 left to right, 1 back.

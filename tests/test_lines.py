@@ -64,6 +64,10 @@ def horizontal(y: float, **kwargs) -> LineCounter:
         (500, [480, 500, 520], [IN]),
         (500, [480, 500, 500, 480], []),
         (500, [530, 560, 600], []),
+        (500, [495, 480, 460, 440], []),
+        (500, [496, 510, 540, 570], [IN]),
+        (500, [504, 496, 504, 496, 504], []),
+        (500, [504, 530, 560], []),
     ],
     ids=[
         "flicker then through counts once",
@@ -77,6 +81,10 @@ def horizontal(y: float, **kwargs) -> LineCounter:
         "lands exactly on line",
         "touches line and turns back",
         "never on the other side",
+        "born in band walks away",
+        "born in band crosses",
+        "born in band flickers",
+        "born in band on far side",
     ],
 )
 def test_crossing_sequences(line_y: float, ys: list[float], expected: list[Direction]):

@@ -78,11 +78,12 @@ def test_file_source_flushes_last_interval(
 
 
 def test_missing_model_fails_with_path(
-    tud_campus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tud_campus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     code = main(
         ["run", "--sink", "stdout", "--source", str(tud_campus), "--fps", "25",
          "--model", str(tmp_path / "absent.onnx")]
     )
     assert code == 1
-    assert "absent.onnx" in capsys.readouterr().err
+    assert "absent.onnx" in caplog.text
+    assert "sitlab-models" in caplog.text

@@ -25,9 +25,11 @@ When a crossing counts:
 3. The object must settle on the new side: its anchor must get at least
    `hysteresis_px` from the line, measured perpendicular, after being at
    least as far on the old side. Jitter inside the band never counts, in
-   either direction. A track first seen inside the band has no side until
-   it leaves the band, and a new track has no history, so an id switch at
-   the line does not count.
+   either direction. A track first seen inside the band starts on the side
+   of that first anchor, so a person who appears a few pixels from the line
+   and walks away across it still counts once. An id switch at the line
+   does not count twice: the new track starts on the side where the object
+   already is.
 4. Each track counts at most once per direction per line, with the class the
    track has on the frame of the count.
 5. A track that is not confirmed keeps its history from the first sighting.
@@ -246,7 +248,8 @@ class LineCounter:
 
     def _step(self, state: _TrackState, anchor: Point) -> Direction | None:
         """Move a track's anchor; return the direction when it settles across."""
-        if state.last_xy is not None:
+        first_sighting = state.last_xy is None
+        if not first_sighting:
             step = Segment(state.last_xy, anchor)
             state.touched_since_sign |= step.intersects(self.segment)
         state.last_xy = anchor
@@ -255,6 +258,10 @@ class LineCounter:
         sign = _sign(distance)
         if sign == 0:
             return None
+        if first_sighting and self._beside_segment(anchor):
+            # The starting side of a track first seen inside the band; it only
+            # counts after the anchor settles beyond the band on the other side.
+            state.settled = sign
         if state.last_sign not in (0, sign):
             state.flip_through_segment = state.touched_since_sign
         state.last_sign = sign
@@ -268,6 +275,13 @@ class LineCounter:
         state.settled = sign
         state.flip_through_segment = False
         return direction
+
+    def _beside_segment(self, anchor: Point) -> bool:
+        """Return True when `anchor` projects onto the segment, not past its ends."""
+        start, end = self.segment.start, self.segment.end
+        dx, dy = end.x - start.x, end.y - start.y
+        t = ((anchor.x - start.x) * dx + (anchor.y - start.y) * dy) / (dx * dx + dy * dy)
+        return 0.0 <= t <= 1.0
 
     def _register(
         self,
