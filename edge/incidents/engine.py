@@ -47,7 +47,8 @@ class IncidentEngine:
         rules: object and zone rules; names must be unique.
         class_names: the detector's class names, indexed by class id.
         tampering: the camera tampering check, or None to skip it.
-        health: the offline and frame-rate monitor, or None to skip it.
+        health: the offline and frame-rate monitor; by default one that
+            reports the camera offline but does not check the frame rate.
         evidence: limits of evidence images.
         privacy_masks: polygons, in frame pixels, pixelated in evidence.
     """
@@ -72,7 +73,7 @@ class IncidentEngine:
         self._armed = [True] * len(self._states)
         self._class_names = list(class_names)
         self._tampering = tampering
-        self._health = health
+        self._health = health or SourceHealthMonitor()
         self._evidence = evidence or EvidenceSettings()
         self._masks = [list(mask) for mask in privacy_masks]
         self._unknown_class_ids: set[int] = set()
@@ -87,8 +88,7 @@ class IncidentEngine:
         now = Moment(frame.pts_s, frame.captured_at)
         view = self._view(tracked, now)
         events: list[IncidentEvent] = []
-        if self._health is not None:
-            events.extend(self._health.on_frame(now))
+        events.extend(self._health.on_frame(now))
         if self._tampering is not None:
             events.extend(self._tampering.process(frame))
         for index, state in enumerate(self._states):
@@ -102,8 +102,6 @@ class IncidentEngine:
 
     def on_source_state(self, online: bool, at: datetime) -> list[dict[str, Any]]:
         """Report the video source going offline or back online; return bodies."""
-        if self._health is None:
-            return []
         return [event.to_body() for event in self._health.on_source_state(online, at)]
 
     def _run_rule(

@@ -120,11 +120,11 @@ class SourceHealthMonitor:
 
     def on_frame(self, now: Moment) -> list[IncidentEvent]:
         """Record one processed frame and judge the frame rate."""
-        if self.settings.target_fps <= 0:
-            return []
         if not self._online:
             # A frame proves the source is back even without an online event.
             return self.on_source_state(True, now.at) + self.on_frame(now)
+        if self.settings.target_fps <= 0:
+            return []
         rate = self._measure(now.pts_s)
         if rate is None:
             return []

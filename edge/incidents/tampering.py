@@ -61,7 +61,7 @@ class TamperingSettings:
         name: rule name in incidents.
         severity: severity of tampering incidents.
         work_width_px: minimum width of the greyscale copy the checks run
-            on; the frame is divided by the largest whole factor that keeps
+            on. The frame is divided by the largest whole factor that keeps
             it at least this wide. Raise it to see finer detail at a higher
             cost.
         eval_rate_hz: evaluations per second of stream time.
