@@ -245,6 +245,29 @@ def test_camera_offline_and_back() -> None:
     validate(with_envelope(back[0]))
 
 
+def test_frame_brings_camera_back_online() -> None:
+    engine = IncidentEngine([], COCO80_NAMES)
+    went = engine.on_source_state(False, T0)
+    back = engine.process(tracked_frame(100, []))
+    assert [body["phase"] for body in went + back] == ["start", "end"]
+
+
+def test_unknown_class_id_gets_placeholder_name() -> None:
+    rule = IntrusionRule(name="yard", classes=frozenset({"class_99"}), zones=(ZONE,))
+    engine = IncidentEngine([rule], COCO80_NAMES)
+    stray = Track(1, (280.0, 220.0, 320.0, 300.0), 99, 0.9, True, True)
+    bodies = engine.process(tracked_frame(0, [stray]))
+    assert [body["class"] for body in bodies] == ["class_99"]
+
+
+def test_evidence_off_by_default() -> None:
+    rule = IntrusionRule(name="yard", classes=frozenset({"person"}), zones=(ZONE,))
+    engine = IncidentEngine([rule], COCO80_NAMES)
+    bodies = engine.process(tracked_frame(0, [person()], textured_image()))
+    assert len(bodies) == 1
+    assert "evidence" not in bodies[0]
+
+
 def test_node_degraded_after_hold() -> None:
     settings = HealthSettings(
         target_fps=10, degraded_hold_s=10, recover_hold_s=5, rate_window_s=5

@@ -238,6 +238,33 @@ def test_intrusion_filters_class_and_size(
     assert len(phases(bodies, "start")) == expected
 
 
+def test_intrusion_survives_track_id_switch() -> None:
+    rule = IntrusionRule(
+        name="fence",
+        classes=frozenset({"person"}),
+        zones=(BOX_ZONE,),
+        trigger_delay_s=1,
+        exit_grace_s=2,
+    )
+    engine = IncidentEngine([rule], COCO80_NAMES)
+    bodies: list[dict[str, Any]] = []
+    for index in range(150):
+        t = index / FPS
+        # Track 1 is lost at 5 s; the same person is track 2 from 6 s to 10 s.
+        if t < 5:
+            tracks = [track(1, (300, 300))]
+        elif 6 <= t < 10:
+            tracks = [track(2, (310, 300))]
+        else:
+            tracks = []
+        ended = {50: [1], 100: [2]}.get(index, [])
+        bodies.extend(engine.process(tracked(index, tracks, ended=ended)))
+    starts, ends = phases(bodies, "start"), phases(bodies, "end")
+    assert len(starts) == 1
+    assert len(ends) == 1
+    assert seconds_of(ends[0], "ended_at") == pytest.approx(9.9, abs=0.11)
+
+
 def test_intrusion_cooldown_blocks_restart() -> None:
     def in_out_in(t: float) -> tuple[float, float] | None:
         if t < 3 or 6 <= t < 9:
@@ -321,10 +348,12 @@ def test_abandoned_bag_survives_occlusion() -> None:
     for index in range(0, 700):
         t = index / FPS
         hidden = 20 <= t < 24  # someone stands in front of it for 4 s
-        tracks = [] if hidden else [track(7, (300 + (index % 3), 300), BACKPACK)]
-        bodies.extend(
-            engine.process(tracked(index, tracks, ended=[7] if t == 20 else []))
-        )
+        # The tracker drops track 7 when the bag is hidden and starts track 8
+        # when it shows again; the new track takes over the timer.
+        track_id = 7 if t < 20 else 8
+        tracks = [] if hidden else [track(track_id, (300 + (index % 3), 300), BACKPACK)]
+        ended = [7] if index == 200 else []
+        bodies.extend(engine.process(tracked(index, tracks, ended=ended)))
     starts = phases(bodies, "start")
     assert len(starts) == 1
     assert seconds_of(starts[0], "started_at") == pytest.approx(30.0, abs=0.11)
