@@ -1,1 +1,1 @@
-"""SITLab gateway: ingest node messages from MQTT, store them, serve a REST and SSE API."""
+"""SITLab gateway: stores node messages from MQTT, serves them over REST and SSE."""

@@ -75,7 +75,8 @@ class CountQuery:
             return ZoneInfo(self.tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise QueryError(
-                f"unknown time zone {self.tz!r}; use an IANA name such as Europe/Prague or UTC"
+                f"unknown time zone {self.tz!r}; use an IANA name such as "
+                f"Europe/Prague or UTC"
             ) from None
 
     def check(self) -> None:
@@ -150,7 +151,8 @@ def line_buckets(db: Database, query: CountQuery) -> list[dict[str, Any]]:
     slice_ms = _slice_s(query, zone) * 1000
     where, params = _where(query, "line", query.line)
     rows = db.query(
-        f"SELECT site, node, line, class, (start_ms / {slice_ms}) * {slice_ms} AS slice, "
+        f"SELECT site, node, line, class, (start_ms / {slice_ms}) * {slice_ms} AS "
+        f"slice, "
         f"SUM(n_in), SUM(n_out) FROM count_lines WHERE {where} "
         "GROUP BY site, node, line, class, slice",
         params,

@@ -2,7 +2,6 @@
 # No `from __future__ import annotations`: FastAPI reads the dependencies in
 # the annotations of the nested endpoint functions at definition time.
 
-
 import logging
 from datetime import datetime
 from typing import Annotated, Any
@@ -123,6 +122,7 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
         return nodes.list_gaps(db, site, node, include_closed)
 
     def count_query(
+        *,
         bucket: str = "1h",
         tz: str = "UTC",
         site: str | None = None,
@@ -183,6 +183,7 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
 
     @app.get("/api/v1/incidents", dependencies=[viewer])
     def get_incidents(
+        *,
         site: str | None = None,
         node: str | None = None,
         type: str | None = None,  # noqa: A002
@@ -193,7 +194,7 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[dict[str, Any]]:
-        """List incidents, newest first, filtered by site, node, type, state and start time."""
+        """List incidents, newest first, filtered by node, type, state and start."""
         if state is not None and state not in incidents.STATES:
             raise HTTPException(
                 400,
@@ -219,6 +220,25 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
             return incidents.get(db, incident_id)
         except incidents.IncidentNotFoundError as error:
             raise HTTPException(404, str(error)) from None
+
+    @app.get(
+        "/api/v1/incidents/{incident_id}/evidence",
+        dependencies=[viewer],
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def get_evidence(incident_id: str) -> Response:
+        """Return the newest anonymised evidence JPEG of an incident."""
+        found = incidents.evidence(db, incident_id)
+        if found is None:
+            raise HTTPException(
+                404,
+                (
+                    f"incident {incident_id!r} has no stored evidence (none sent, or "
+                    f"expired)"
+                ),
+            )
+        return Response(content=found[0], media_type=found[1])
 
     def step(
         incident_id: str, who: auth.Principal, body: StepRequest, target: str
@@ -308,7 +328,7 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
 
     @app.post("/api/v1/login")
     def post_login(body: LoginRequest, response: Response) -> dict[str, Any]:
-        """Exchange a user name and password for a session token, also set as a cookie."""
+        """Exchange a user name and password for a session token (also a cookie)."""
         ttl_s = config.api.session_ttl_h * 3600
         found = auth.login(db, body.username, body.password, ttl_s)
         if found is None:

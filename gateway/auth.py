@@ -73,7 +73,10 @@ def create_token(db: Database, role: str, name: str, ttl_s: float | None = None)
 def authenticate(db: Database, token: str) -> Principal | None:
     """Return the principal of a valid, unexpired, unrevoked token, or None."""
     rows = db.query(
-        "SELECT id, name, role, expires_ms, revoked_ms FROM tokens WHERE token_sha256 = ?",
+        (
+            "SELECT id, name, role, expires_ms, revoked_ms FROM tokens WHERE "
+            "token_sha256 = ?"
+        ),
         (hash_token(token),),
     )
     if not rows:
@@ -87,7 +90,8 @@ def authenticate(db: Database, token: str) -> Principal | None:
 def list_tokens(db: Database) -> list[dict[str, Any]]:
     """Return every token's metadata (never the token)."""
     rows = db.query(
-        "SELECT id, name, role, created_ms, expires_ms, revoked_ms FROM tokens ORDER BY id"
+        "SELECT id, name, role, created_ms, expires_ms, revoked_ms FROM tokens "
+        "ORDER BY id"
     )
     keys = ("id", "name", "role", "created_ms", "expires_ms", "revoked_ms")
     return [dict(zip(keys, row, strict=True)) for row in rows]
@@ -136,7 +140,8 @@ def set_user(db: Database, username: str, password: str, role: str) -> None:
         )
     with db.transaction() as tx:
         tx.execute(
-            "INSERT INTO users (username, role, password_hash, created_ms) VALUES (?, ?, ?, ?) "
+            "INSERT INTO users (username, role, password_hash, created_ms) VALUES "
+            "(?, ?, ?, ?) "
             "ON CONFLICT (username) DO UPDATE SET role = excluded.role, "
             "password_hash = excluded.password_hash",
             (username, role, hash_password(password), now_ms()),

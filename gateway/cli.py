@@ -10,8 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
+from gateway.api import create_app
 from gateway.auth import ROLES, AuthError, create_token, set_user
 from gateway.config import ConfigError, GatewayConfig, load_config, parse_config
+from gateway.service import Gateway
 from gateway.store import StoreError, open_database
 
 logger = logging.getLogger("gateway")
@@ -87,11 +91,6 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
 
 
 def _run(config: GatewayConfig) -> int:
-    import uvicorn
-
-    from gateway.api import create_app
-    from gateway.service import Gateway
-
     gateway = Gateway(config)
     gateway.start()
     app = create_app(gateway.db, config)

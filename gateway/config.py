@@ -27,23 +27,35 @@ class MqttSettings(_Section):
 
     url: str = Field(
         "mqtt://127.0.0.1:1883",
-        description="Broker URL, mqtt://[user:password@]host[:port] or mqtts:// for TLS.",
+        description=(
+            "Broker URL, mqtt://[user:password@]host[:port] or mqtts:// for TLS."
+        ),
     )
     client_id: str = Field(
         "sitlab-gateway",
         min_length=1,
         max_length=128,
-        description="Stable MQTT client id; the broker keeps the persistent session under it, so every gateway instance needs its own.",
+        description=(
+            "Stable MQTT client id; the broker keeps the persistent session under it, "
+            "so every gateway instance needs its own."
+        ),
     )
     shared_group: str | None = Field(
         None,
-        description="Shared subscription group; instances with the same group split the message stream between them.",
+        description=(
+            "Shared subscription group; instances with the same group split the "
+            "message stream between them."
+        ),
     )
     session_expiry_s: int = Field(
         86400,
         ge=0,
         le=2**32 - 1,
-        description="How long the broker keeps the session and queues QoS 1 messages while the gateway is away. Longer survives longer outages at the cost of broker memory.",
+        description=(
+            "How long the broker keeps the session and queues QoS 1 messages while the"
+            " gateway is away. Longer survives longer outages at the cost of broker "
+            "memory."
+        ),
     )
     keepalive_s: int = Field(
         30,
@@ -74,19 +86,28 @@ class StoreSettings(_Section):
 
     url: str = Field(
         "sqlite:///sitlab-gateway.db",
-        description="sqlite:///PATH (a relative PATH is relative to the working folder) or postgresql://user@host:port/db.",
+        description=(
+            "sqlite:///PATH (a relative PATH is relative to the working folder) or "
+            "postgresql://user@host:port/db."
+        ),
     )
     batch_max: int = Field(
         500,
         ge=1,
         le=10000,
-        description="Most messages committed in one transaction. Higher raises throughput and the work redone after a crash.",
+        description=(
+            "Most messages committed in one transaction. Higher raises throughput and "
+            "the work redone after a crash."
+        ),
     )
     batch_linger_ms: int = Field(
         10,
         ge=0,
         le=1000,
-        description="How long the writer waits for more messages before it commits a batch. Higher batches more under light load and adds latency.",
+        description=(
+            "How long the writer waits for more messages before it commits a batch. "
+            "Higher batches more under light load and adds latency."
+        ),
     )
 
     @field_validator("url")
@@ -105,7 +126,10 @@ class IngestSettings(_Section):
     max_payload_bytes: int = Field(
         1_000_000,
         ge=1024,
-        description="Larger payloads go to the dead letters. Incident evidence may take up to 400 kB of base64.",
+        description=(
+            "Larger payloads go to the dead letters. Incident evidence may take up to "
+            "400 kB of base64."
+        ),
     )
     dead_letter_keep_bytes: int = Field(
         4096,
@@ -124,7 +148,11 @@ class NodeSettings(_Section):
     offline_after_heartbeats: float = Field(
         3.0,
         ge=1.0,
-        description="Missed heartbeats after which a node is offline and a node_offline incident opens. Lower alerts sooner and raises false alarms on a flaky link.",
+        description=(
+            "Missed heartbeats after which a node is offline and a node_offline "
+            "incident opens. Lower alerts sooner and raises false alarms on a flaky "
+            "link."
+        ),
     )
     sweep_interval_s: float = Field(
         5.0, gt=0, description="How often the gateway looks for silent nodes."
@@ -165,7 +193,10 @@ class ApiSettings(_Section):
         0.1,
         gt=0,
         le=5,
-        description="How often an SSE stream looks for new events. Lower cuts latency and costs queries.",
+        description=(
+            "How often an SSE stream looks for new events. Lower cuts latency and "
+            "costs queries."
+        ),
     )
     session_ttl_h: float = Field(
         12, gt=0, description="Lifetime of a token issued by POST /api/v1/login."
@@ -206,7 +237,7 @@ class GatewayConfig(_Section):
     )
 
     def with_overrides(self, overrides: dict[str, Any]) -> GatewayConfig:
-        """Return a copy with dotted keys (`mqtt.url`) replaced; None values are skipped."""
+        """Return a copy with dotted keys (`mqtt.url`) replaced; None skips a key."""
         data = self.model_dump()
         for dotted, value in overrides.items():
             if value is None:

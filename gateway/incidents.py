@@ -7,6 +7,8 @@ An incident that ended on the node but was never acknowledged stays open.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import uuid
@@ -111,11 +113,9 @@ def apply_message(tx: Tx, message: dict[str, Any], at_ms: int) -> None:
         tx,
         incident_id,
         phase,
-        iso_ms(message["sent_at"]),
-        None,
-        None,
-        message["message_id"],
-        detail,
+        at_ms=iso_ms(message["sent_at"]),
+        message_id=message["message_id"],
+        detail=detail,
     )
     _publish(tx, incident_id, phase)
 
@@ -124,11 +124,12 @@ def _add_timeline(
     tx: Tx,
     incident_id: str,
     action: str,
+    *,
     at_ms: int,
-    actor: str | None,
-    note: str | None,
-    message_id: str | None,
-    detail: str | None,
+    actor: str | None = None,
+    note: str | None = None,
+    message_id: str | None = None,
+    detail: str | None = None,
 ) -> None:
     tx.execute(
         "INSERT INTO incident_events (incident_id, action, at_ms, actor, note, "
@@ -163,11 +164,20 @@ def open_node_offline(tx: Tx, site: str, node: str, reason: str, at_ms: int) -> 
     detail = json.dumps({"reason": reason})
     tx.execute(
         f"INSERT INTO incidents ({_COLUMNS}) VALUES "
-        "(?, ?, ?, 'node_offline', 'node_offline', 'high', NULL, NULL, NULL, 'gateway', 1, "
+        "(?, ?, ?, 'node_offline', 'node_offline', 'high', NULL, NULL, NULL, "
+        "'gateway', 1, "
         "'open', ?, NULL, ?, 0, NULL, NULL, NULL, NULL, NULL, NULL, ?)",
         (incident_id, site, node, at_ms, detail, at_ms),
     )
-    _add_timeline(tx, incident_id, "start", at_ms, "gateway", reason, None, detail)
+    _add_timeline(
+        tx,
+        incident_id,
+        "start",
+        at_ms=at_ms,
+        actor="gateway",
+        note=reason,
+        detail=detail,
+    )
     _publish(tx, incident_id, "start")
 
 
@@ -185,7 +195,12 @@ def close_node_offline(tx: Tx, site: str, node: str, at_ms: int) -> None:
             (at_ms, at_ms, incident_id),
         )
         _add_timeline(
-            tx, incident_id, "end", at_ms, "gateway", "node is back online", None, None
+            tx,
+            incident_id,
+            "end",
+            at_ms=at_ms,
+            actor="gateway",
+            note="node is back online",
         )
         _publish(tx, incident_id, "end")
 
@@ -242,7 +257,7 @@ def _step(
             (target, actor, at, note, at, incident_id),
         )
         action = "ack" if target == "acknowledged" else "resolve"
-        _add_timeline(tx, incident_id, action, at, actor, note, None, None)
+        _add_timeline(tx, incident_id, action, at_ms=at, actor=actor, note=note)
         _publish(tx, incident_id, action)
     logger.info("incident %s %s by %s", incident_id, target, actor)
     return get(db, incident_id)
@@ -307,6 +322,33 @@ def get(db: Database, incident_id: str) -> dict[str, Any]:
         for action, at, actor, note, message_id, detail in timeline
     ]
     return view
+
+
+def evidence(db: Database, incident_id: str) -> tuple[bytes, str] | None:
+    """Return an incident's newest evidence image and content type, or None.
+
+    The image lives in the raw message, so it is gone once retention deleted
+    that message (`retention.raw_messages_days`).
+    """
+    rows = db.query(
+        "SELECT m.payload FROM incident_events e JOIN messages m "
+        "ON m.message_id = e.message_id WHERE e.incident_id = ? "
+        "ORDER BY e.at_ms DESC, e.id DESC",
+        (incident_id,),
+    )
+    for (payload,) in rows:
+        found = json.loads(payload).get("evidence")
+        if not found:
+            continue
+        try:
+            image = base64.b64decode(found["data_base64"], validate=True)
+        except binascii.Error:
+            logger.warning(
+                "incident %s has evidence that is not valid base64", incident_id
+            )
+            continue
+        return image, str(found["content_type"])
+    return None
 
 
 def _view(record: dict[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class Rejected:
 
 
 def _reject(
-    topic: str, reason: str, detail: str, raw: bytes, keep: int, now_ms: int
+    *, topic: str, reason: str, detail: str, raw: bytes, keep: int, now_ms: int
 ) -> Rejected:
     return Rejected(
         topic=clean_text(topic),
@@ -69,10 +69,19 @@ def clean_text(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+class _RejectedError(Exception):
+    """Raised inside `classify` with the dead-letter reason and detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 def classify(
     topic: str, raw: bytes, *, max_bytes: int, keep_bytes: int, now_ms: int
 ) -> Accepted | Rejected:
-    """Check one message: size, UTF-8, JSON, topic, schema, topic against payload.
+    """Check one message: size, topic, UTF-8, JSON, schema, topic against payload.
 
     Args:
         topic: MQTT topic it arrived on.
@@ -81,51 +90,82 @@ def classify(
         keep_bytes: how much of a rejected payload the dead letter keeps.
         now_ms: receive time, epoch milliseconds.
     """
-
-    def reject(reason: str, detail: str) -> Rejected:
-        return _reject(topic, reason, detail, raw, keep_bytes, now_ms)
-
-    if len(raw) > max_bytes:
-        return reject("too_large", f"payload of {len(raw)} bytes exceeds {max_bytes}")
     try:
-        parsed_topic = Topic.parse(topic)
-    except MessageError as error:
-        return reject("unknown_topic", str(error))
-    kind = kind_for_leaf(parsed_topic.leaf)
-    if kind is None:
-        return reject(
-            "unknown_topic", f"topic leaf {parsed_topic.leaf!r} is not a message kind"
+        _check_size(raw, max_bytes)
+        parsed_topic, kind = _parse_topic(topic)
+        payload = _decode(raw)
+        message = _validate(payload, kind)
+        _check_origin(message, parsed_topic)
+    except _RejectedError as error:
+        return _reject(
+            topic=topic,
+            reason=error.reason,
+            detail=error.detail,
+            raw=raw,
+            keep=keep_bytes,
+            now_ms=now_ms,
         )
+    return Accepted(topic=topic, kind=kind, payload=message, received_ms=now_ms)
+
+
+def _check_size(raw: bytes, max_bytes: int) -> None:
+    if len(raw) > max_bytes:
+        raise _RejectedError(
+            "too_large", f"payload of {len(raw)} bytes exceeds {max_bytes}"
+        )
+
+
+def _parse_topic(topic: str) -> tuple[Topic, str]:
+    try:
+        parsed = Topic.parse(topic)
+    except MessageError as error:
+        raise _RejectedError("unknown_topic", str(error)) from None
+    kind = kind_for_leaf(parsed.leaf)
+    if kind is None:
+        raise _RejectedError(
+            "unknown_topic", f"topic leaf {parsed.leaf!r} is not a message kind"
+        )
+    return parsed, kind
+
+
+def _decode(raw: bytes) -> Any:  # noqa: ANN401
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        return reject("invalid_utf8", f"payload is not UTF-8: {error}")
+        raise _RejectedError("invalid_utf8", f"payload is not UTF-8: {error}") from None
     try:
         payload = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as error:
-        return reject("invalid_json", f"payload is not JSON: {error}")
+        raise _RejectedError("invalid_json", f"payload is not JSON: {error}") from None
     problem = _text_problem(payload)
     if problem is not None:
-        return reject("invalid_text", problem)
+        raise _RejectedError("invalid_text", problem)
+    return payload
+
+
+def _validate(payload: Any, kind: str) -> dict[str, Any]:  # noqa: ANN401
     if isinstance(payload, dict) and payload.get("schema_version") != SCHEMA_VERSION:
         version = payload.get("schema_version")
-        return reject(
+        raise _RejectedError(
             "unknown_schema_version",
-            f"schema_version {version!r} is not {SCHEMA_VERSION}, the version this gateway reads",
+            f"schema_version {version!r} is not {SCHEMA_VERSION}, "
+            "the version this gateway reads",
         )
     try:
-        message = validate(payload, kind)
+        return validate(payload, kind)
     except MessageError as error:
-        return reject("schema", str(error))
+        raise _RejectedError("schema", str(error)) from None
     except RecursionError:
-        return reject("schema", "payload nests too deeply to validate")
-    if (message["site"], message["node"]) != (parsed_topic.site, parsed_topic.node):
-        return reject(
+        raise _RejectedError("schema", "payload nests too deeply to validate") from None
+
+
+def _check_origin(message: dict[str, Any], topic: Topic) -> None:
+    if (message["site"], message["node"]) != (topic.site, topic.node):
+        raise _RejectedError(
             "topic_mismatch",
             f"payload site/node {message['site']}/{message['node']} does not match "
-            f"topic site/node {parsed_topic.site}/{parsed_topic.node}",
+            f"topic site/node {topic.site}/{topic.node}",
         )
-    return Accepted(topic=topic, kind=kind, payload=message, received_ms=now_ms)
 
 
 def _text_problem(payload: Any) -> str | None:  # noqa: ANN401

@@ -1,4 +1,4 @@
-"""Node registry: state from status and heartbeat messages, sequence gaps, offline sweep."""
+"""Node registry: status and heartbeat state, sequence gaps and the offline sweep."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ _NODE_COLUMNS = (
 def ensure_node(tx: Tx, site: str, node: str) -> None:
     """Create the node's row if it does not exist yet."""
     tx.execute(
-        "INSERT INTO nodes (site, node) VALUES (?, ?) ON CONFLICT (site, node) DO NOTHING",
+        (
+            "INSERT INTO nodes (site, node) VALUES (?, ?) ON CONFLICT (site, node) DO "
+            "NOTHING"
+        ),
         (site, node),
     )
 
@@ -48,11 +51,13 @@ def touch(tx: Tx, site: str, node: str, at_ms: int, dialect: str) -> None:
         (at_ms, site, node),
     )
     if state != "online":
-        _set_state(tx, site, node, "online", "message_received", at_ms)
+        _set_state(
+            tx, site, node, state="online", reason="message_received", at_ms=at_ms
+        )
 
 
 def _set_state(
-    tx: Tx, site: str, node: str, state: str, reason: str, at_ms: int
+    tx: Tx, site: str, node: str, *, state: str, reason: str, at_ms: int
 ) -> None:
     tx.execute(
         "UPDATE nodes SET state = ?, state_reason = ?, state_since_ms = ? "
@@ -86,7 +91,8 @@ def apply_status(tx: Tx, message: dict[str, Any], at_ms: int, dialect: str) -> N
     tx.execute(
         "UPDATE nodes SET last_seen_ms = ?, "
         "software_version = COALESCE(?, software_version), "
-        "model_name = COALESCE(?, model_name), model_sha256 = COALESCE(?, model_sha256), "
+        "model_name = COALESCE(?, model_name), model_sha256 = COALESCE(?, "
+        "model_sha256), "
         "config_version = COALESCE(?, config_version) WHERE site = ? AND node = ?",
         (
             at_ms,
@@ -100,7 +106,14 @@ def apply_status(tx: Tx, message: dict[str, Any], at_ms: int, dialect: str) -> N
     )
     new_state = message["state"]
     if new_state != state:
-        _set_state(tx, site, node, new_state, message.get("reason", "status"), at_ms)
+        _set_state(
+            tx,
+            site,
+            node,
+            state=new_state,
+            reason=message.get("reason", "status"),
+            at_ms=at_ms,
+        )
 
 
 def apply_heartbeat(tx: Tx, message: dict[str, Any], at_ms: int, dialect: str) -> None:
@@ -127,8 +140,17 @@ def apply_heartbeat(tx: Tx, message: dict[str, Any], at_ms: int, dialect: str) -
     )
 
 
+def apply_config_state(tx: Tx, message: dict[str, Any]) -> None:
+    """Record the config version a node reports as applied."""
+    if message["state"] == "applied" and message.get("config_version"):
+        tx.execute(
+            "UPDATE nodes SET config_version = ? WHERE site = ? AND node = ?",
+            (message["config_version"], message["site"], message["node"]),
+        )
+
+
 def track_sequence(
-    tx: Tx, site: str, node: str, seq: int, at_ms: int, dialect: str
+    tx: Tx, site: str, node: str, *, seq: int, at_ms: int, dialect: str
 ) -> None:
     """Update the node's sequence state with a counts or incident message's seq.
 
@@ -142,7 +164,7 @@ def track_sequence(
         _set_last_seq(tx, site, node, seq)
         return
     if seq > last + 1:
-        _open_gap(tx, site, node, last + 1, seq - 1, at_ms)
+        _open_gap(tx, site, node, first=last + 1, last=seq - 1, at_ms=at_ms)
         _set_last_seq(tx, site, node, seq)
         return
     if _fill_gap(tx, site, node, seq, at_ms):
@@ -169,7 +191,9 @@ def _set_last_seq(tx: Tx, site: str, node: str, seq: int) -> None:
     )
 
 
-def _open_gap(tx: Tx, site: str, node: str, first: int, last: int, at_ms: int) -> None:
+def _open_gap(
+    tx: Tx, site: str, node: str, *, first: int, last: int, at_ms: int
+) -> None:
     tx.execute(
         "INSERT INTO seq_gaps (site, node, first_seq, last_seq, missing, opened_ms) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -225,7 +249,9 @@ def sweep_offline(tx: Tx, offline_after_s: float, now: int) -> list[tuple[str, s
     )
     silent = [(str(site), str(node)) for site, node in rows]
     for site, node in silent:
-        _set_state(tx, site, node, "offline", "heartbeat_timeout", now)
+        _set_state(
+            tx, site, node, state="offline", reason="heartbeat_timeout", at_ms=now
+        )
     return silent
 
 
@@ -308,7 +334,8 @@ def list_gaps(
     if not include_closed:
         clauses.append("closed_ms IS NULL")
     rows = db.query(
-        "SELECT site, node, first_seq, last_seq, missing, opened_ms, closed_ms FROM seq_gaps "
+        "SELECT site, node, first_seq, last_seq, missing, opened_ms, closed_ms "
+        "FROM seq_gaps "
         f"WHERE {' AND '.join(clauses)} ORDER BY site, node, first_seq",
         params,
     )

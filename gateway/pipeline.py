@@ -45,7 +45,8 @@ def bump(tx: Tx, name: str, amount: int = 1) -> None:
 
 def _dead_letter(tx: Tx, item: Rejected) -> None:
     tx.execute(
-        "INSERT INTO dead_letters (received_ms, topic, reason, detail, payload_size, payload) "
+        "INSERT INTO dead_letters (received_ms, topic, reason, detail, "
+        "payload_size, payload) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (item.received_ms, item.topic, item.reason, item.detail, item.size, item.raw),
     )
@@ -56,7 +57,8 @@ def _store_message(tx: Tx, item: Accepted, dialect: str) -> bool:
     """Insert the raw message; return False when its UUID was stored before."""
     message = item.payload
     inserted = tx.execute(
-        "INSERT INTO messages (message_id, site, node, kind, seq, sent_ms, received_ms, "
+        "INSERT INTO messages (message_id, site, node, kind, seq, sent_ms, "
+        "received_ms, "
         "topic, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
         (
@@ -96,11 +98,17 @@ def apply(tx: Tx, item: Accepted | Rejected, dialect: str) -> None:
         return
     nodes.touch(tx, site, node, at_ms, dialect)
     if item.kind == "counts":
-        nodes.track_sequence(tx, site, node, message["seq"], at_ms, dialect)
+        nodes.track_sequence(
+            tx, site, node, seq=message["seq"], at_ms=at_ms, dialect=dialect
+        )
         counts.store_counts(tx, message)
     elif item.kind == "incident":
-        nodes.track_sequence(tx, site, node, message["seq"], at_ms, dialect)
+        nodes.track_sequence(
+            tx, site, node, seq=message["seq"], at_ms=at_ms, dialect=dialect
+        )
         incidents.apply_message(tx, message, at_ms)
+    elif item.kind == "config_state":
+        nodes.apply_config_state(tx, message)
 
 
 def apply_batch(

@@ -35,7 +35,8 @@ def apply_retention(
         with db.transaction() as tx:
             if table == "incidents":
                 tx.execute(
-                    "DELETE FROM incident_events WHERE incident_id IN (SELECT incident_id "
+                    "DELETE FROM incident_events WHERE incident_id IN (SELECT "
+                    "incident_id "
                     f"FROM incidents WHERE {column} < ?{extra})",
                     (cutoff,),
                 )

@@ -1,4 +1,4 @@
-"""Count buckets in UTC and local time zones, across daylight-saving changes, on both backends."""
+"""Count buckets in UTC and local zones across daylight saving, on both backends."""
 
 from __future__ import annotations
 
@@ -12,22 +12,24 @@ from gateway.ingest import classify
 from gateway.pipeline import apply_batch
 from gateway.store import Database
 from gateway.timeutil import now_ms, to_ms
-from tests.support.gateway_fixtures import (  # noqa: F401
-    counts_message,
-    db,
-    db_url,
-    postgres_database,
-    wire,
-)
+from tests.support import gateway_fixtures
+from tests.support.gateway_fixtures import counts_message, wire
 
 SYDNEY = ZoneInfo("Australia/Sydney")
+
+# Fixtures shared by the gateway tests, on SQLite and PostgreSQL.
+db = gateway_fixtures.db
+db_url = gateway_fixtures.db_url
+postgres_database = gateway_fixtures.postgres_database
 
 
 def ingest_events(db: Database, starts: list[datetime], seconds: int = 60) -> None:
     items = []
     for seq, start in enumerate(starts, 1):
         message = counts_message(seq=seq, start=start, seconds=seconds)
-        items.append(classify(*wire(message), max_bytes=10**6, keep_bytes=64, now_ms=now_ms()))
+        items.append(
+            classify(*wire(message), max_bytes=10**6, keep_bytes=64, now_ms=now_ms())
+        )
     apply_batch(db, items)
 
 
@@ -40,9 +42,15 @@ def events_every_hour(first: datetime, last: datetime) -> list[datetime]:
     return found
 
 
-def hourly(db: Database, first: datetime, last: datetime, bucket: str = "1h") -> list[tuple[str, int]]:
+def hourly(
+    db: Database, first: datetime, last: datetime, bucket: str = "1h"
+) -> list[tuple[str, int]]:
     query = CountQuery(
-        bucket=bucket, tz="Australia/Sydney", from_ms=to_ms(first), to_ms=to_ms(last), kind="lines"
+        bucket=bucket,
+        tz="Australia/Sydney",
+        from_ms=to_ms(first),
+        to_ms=to_ms(last),
+        kind="lines",
     )
     return [(row["bucket_start"], row["in"]) for row in run_query(db, query)["lines"]]
 
@@ -101,7 +109,9 @@ def test_utc_buckets(db: Database, bucket: str, expected: list) -> None:
     base = datetime(2024, 1, 1, 10, tzinfo=UTC)
     ingest_events(db, [base, base + timedelta(minutes=1), base + timedelta(minutes=20)])
     end = base + timedelta(minutes=2) if bucket == "1m" else base + timedelta(hours=1)
-    query = CountQuery(bucket=bucket, from_ms=to_ms(base), to_ms=to_ms(end), kind="lines")
+    query = CountQuery(
+        bucket=bucket, from_ms=to_ms(base), to_ms=to_ms(end), kind="lines"
+    )
     rows = run_query(db, query)["lines"]
     assert [(row["bucket_start"], row["in"]) for row in rows] == expected
 
@@ -110,14 +120,19 @@ def test_zone_bucket_figures(db: Database) -> None:
     base = datetime(2024, 1, 1, 10, tzinfo=UTC)
     zone = {"zone": "yard", "class": "person", "entries": 2, "exits": 1}
     messages = [
-        counts_message(seq=1, start=base, zones=[{**zone, "current": 1, "max": 3, "mean": 1.0}]),
+        counts_message(
+            seq=1, start=base, zones=[{**zone, "current": 1, "max": 3, "mean": 1.0}]
+        ),
         counts_message(
             seq=2,
             start=base + timedelta(minutes=1),
             zones=[{**zone, "current": 4, "max": 5, "mean": 3.0}],
         ),
     ]
-    items = [classify(*wire(m), max_bytes=10**6, keep_bytes=64, now_ms=now_ms()) for m in messages]
+    items = [
+        classify(*wire(m), max_bytes=10**6, keep_bytes=64, now_ms=now_ms())
+        for m in messages
+    ]
     apply_batch(db, items)
     rows = run_query(db, CountQuery(bucket="1h", kind="zones"))["zones"]
     assert rows == [

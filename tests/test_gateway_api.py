@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -16,19 +17,22 @@ from gateway.ingest import classify
 from gateway.pipeline import apply_batch
 from gateway.store import Database
 from gateway.timeutil import now_ms
-from tests.support.gateway_fixtures import (  # noqa: F401
-    counts_message,
-    db,
-    db_url,
-    incident_message,
-    postgres_database,
-    wire,
-)
+from tests.support import gateway_fixtures
+from tests.support.gateway_fixtures import counts_message, incident_message, wire
+
+# Fixtures shared by the gateway tests, on SQLite and PostgreSQL.
+db = gateway_fixtures.db
+db_url = gateway_fixtures.db_url
+postgres_database = gateway_fixtures.postgres_database
 
 
 def ingest(db: Database, *messages: dict) -> None:
     apply_batch(
-        db, [classify(*wire(m), max_bytes=10**6, keep_bytes=256, now_ms=now_ms()) for m in messages]
+        db,
+        [
+            classify(*wire(m), max_bytes=10**6, keep_bytes=256, now_ms=now_ms())
+            for m in messages
+        ],
     )
 
 
@@ -43,7 +47,10 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def tokens(db: Database) -> dict[str, str]:
-    return {role: create_token(db, role, f"test-{role}") for role in ("viewer", "dispatcher", "admin")}
+    return {
+        role: create_token(db, role, f"test-{role}")
+        for role in ("viewer", "dispatcher", "admin")
+    }
 
 
 PROTECTED = [
@@ -84,19 +91,27 @@ def test_invalid_token_401(client: TestClient) -> None:
     assert "invalid, expired or revoked" in response.json()["detail"]
 
 
-def test_viewer_cannot_ack(client: TestClient, db: Database, tokens: dict[str, str]) -> None:
+def test_viewer_cannot_ack(
+    client: TestClient, db: Database, tokens: dict[str, str]
+) -> None:
     incident_id = str(uuid.uuid4())
     ingest(db, incident_message(incident_id, "start"))
-    response = client.post(f"/api/v1/incidents/{incident_id}/ack", headers=bearer(tokens["viewer"]))
+    response = client.post(
+        f"/api/v1/incidents/{incident_id}/ack", headers=bearer(tokens["viewer"])
+    )
     assert response.status_code == 403
     assert "needs dispatcher" in response.json()["detail"]
 
 
-def test_dispatcher_acks_and_resolves(client: TestClient, db: Database, tokens: dict[str, str]) -> None:
+def test_dispatcher_acks_and_resolves(
+    client: TestClient, db: Database, tokens: dict[str, str]
+) -> None:
     incident_id = str(uuid.uuid4())
     ingest(db, incident_message(incident_id, "start"))
     headers = bearer(tokens["dispatcher"])
-    acked = client.post(f"/api/v1/incidents/{incident_id}/ack", json={"note": "seen"}, headers=headers)
+    acked = client.post(
+        f"/api/v1/incidents/{incident_id}/ack", json={"note": "seen"}, headers=headers
+    )
     assert acked.status_code == 200
     assert acked.json()["acknowledged"]["by"] == "test-dispatcher"
     again = client.post(f"/api/v1/incidents/{incident_id}/ack", headers=headers)
@@ -116,9 +131,14 @@ def test_database_holds_no_token(db: Database, tokens: dict[str, str]) -> None:
 
 
 def test_admin_manages_tokens(client: TestClient, tokens: dict[str, str]) -> None:
-    assert client.get("/api/v1/tokens", headers=bearer(tokens["dispatcher"])).status_code == 403
+    assert (
+        client.get("/api/v1/tokens", headers=bearer(tokens["dispatcher"])).status_code
+        == 403
+    )
     created = client.post(
-        "/api/v1/tokens", json={"role": "viewer", "name": "wall"}, headers=bearer(tokens["admin"])
+        "/api/v1/tokens",
+        json={"role": "viewer", "name": "wall"},
+        headers=bearer(tokens["admin"]),
     )
     assert created.status_code == 201
     new_token = created.json()["token"]
@@ -129,12 +149,16 @@ def test_admin_manages_tokens(client: TestClient, tokens: dict[str, str]) -> Non
     assert client.get("/api/v1/nodes", headers=bearer(new_token)).status_code == 401
 
 
-def test_counts_totals_and_csv(client: TestClient, db: Database, tokens: dict[str, str]) -> None:
+def test_counts_totals_and_csv(
+    client: TestClient, db: Database, tokens: dict[str, str]
+) -> None:
     base = datetime(2024, 3, 1, 8, tzinfo=UTC)
     ingest(
         db,
         counts_message(seq=1, start=base, lines=[("gate", "person", 3, 1)]),
-        counts_message(seq=2, start=base + timedelta(minutes=1), lines=[("gate", "person", 2, 2)]),
+        counts_message(
+            seq=2, start=base + timedelta(minutes=1), lines=[("gate", "person", 2, 2)]
+        ),
         counts_message(seq=3, start=base, node="n2", lines=[("door", "person", 7, 0)]),
     )
     headers = bearer(tokens["viewer"])
@@ -151,15 +175,21 @@ def test_counts_totals_and_csv(client: TestClient, db: Database, tokens: dict[st
             "out": 3,
         }
     ]
-    csv_text = client.get("/api/v1/counts.csv", params={"bucket": "1d"}, headers=headers).text
+    csv_text = client.get(
+        "/api/v1/counts.csv", params={"bucket": "1d"}, headers=headers
+    ).text
     assert csv_text.splitlines() == [
         "bucket_start,site,node,line,class,in,out",
         "2024-03-01T00:00:00+00:00,s1,n1,gate,person,5,3",
         "2024-03-01T00:00:00+00:00,s1,n2,door,person,7,0",
     ]
-    same = client.get("/api/v1/counts", params={"bucket": "1d", "format": "csv"}, headers=headers)
+    same = client.get(
+        "/api/v1/counts", params={"bucket": "1d", "format": "csv"}, headers=headers
+    )
     assert same.text == csv_text
-    only_in = client.get("/api/v1/counts", params={"direction": "in", "node": "n2"}, headers=headers)
+    only_in = client.get(
+        "/api/v1/counts", params={"direction": "in", "node": "n2"}, headers=headers
+    )
     assert "out" not in only_in.json()["lines"][0]
 
 
@@ -174,14 +204,26 @@ def test_counts_totals_and_csv(client: TestClient, db: Database, tokens: dict[st
     ],
     ids=["bucket", "tz", "from_text", "naive_from", "format"],
 )
-def test_counts_bad_params(client: TestClient, tokens: dict[str, str], params: dict, message: str) -> None:
-    response = client.get("/api/v1/counts", params=params, headers=bearer(tokens["viewer"]))
+def test_counts_bad_params(
+    client: TestClient, tokens: dict[str, str], params: dict, message: str
+) -> None:
+    response = client.get(
+        "/api/v1/counts", params=params, headers=bearer(tokens["viewer"])
+    )
     assert response.status_code == 400
     assert message in response.json()["detail"]
 
 
-def test_dead_letters_listed(client: TestClient, db: Database, tokens: dict[str, str]) -> None:
-    item = classify(topic_for("s1", "n1", "counts"), b"{oops", max_bytes=100, keep_bytes=10, now_ms=now_ms())
+def test_dead_letters_listed(
+    client: TestClient, db: Database, tokens: dict[str, str]
+) -> None:
+    item = classify(
+        topic_for("s1", "n1", "counts"),
+        b"{oops",
+        max_bytes=100,
+        keep_bytes=10,
+        now_ms=now_ms(),
+    )
     apply_batch(db, [item])
     body = client.get("/api/v1/dead-letters", headers=bearer(tokens["viewer"])).json()
     assert body["counters"]["dead_letter.invalid_json"] == 1
@@ -189,11 +231,21 @@ def test_dead_letters_listed(client: TestClient, db: Database, tokens: dict[str,
     assert body["items"][0]["payload"] == "{oops"
 
 
-def test_incident_list_and_timeline(client: TestClient, db: Database, tokens: dict[str, str]) -> None:
+def test_incident_list_and_timeline(
+    client: TestClient, db: Database, tokens: dict[str, str]
+) -> None:
     incident_id = str(uuid.uuid4())
-    ingest(db, incident_message(incident_id, "start", seq=1), incident_message(incident_id, "end", seq=2))
+    ingest(
+        db,
+        incident_message(incident_id, "start", seq=1),
+        incident_message(incident_id, "end", seq=2),
+    )
     headers = bearer(tokens["viewer"])
-    listed = client.get("/api/v1/incidents", params={"state": "open", "active": "false"}, headers=headers)
+    listed = client.get(
+        "/api/v1/incidents",
+        params={"state": "open", "active": "false"},
+        headers=headers,
+    )
     assert [item["incident_id"] for item in listed.json()] == [incident_id]
     detail = client.get(f"/api/v1/incidents/{incident_id}", headers=headers).json()
     assert [step["action"] for step in detail["timeline"]] == ["start", "end"]
@@ -205,7 +257,9 @@ def test_login_returns_token_and_cookie(client: TestClient, db: Database) -> Non
     set_user(db, "dana", "correct horse", "dispatcher")
     wrong = client.post("/api/v1/login", json={"username": "dana", "password": "nope"})
     assert wrong.status_code == 401
-    response = client.post("/api/v1/login", json={"username": "dana", "password": "correct horse"})
+    response = client.post(
+        "/api/v1/login", json={"username": "dana", "password": "correct horse"}
+    )
     assert response.status_code == 200
     assert response.json()["role"] == "dispatcher"
     assert client.get("/api/v1/nodes").status_code == 200  # the session cookie
@@ -214,8 +268,31 @@ def test_login_returns_token_and_cookie(client: TestClient, db: Database) -> Non
     assert "correct horse" not in stored
 
 
-def test_nodes_show_gaps(client: TestClient, db: Database, tokens: dict[str, str]) -> None:
+def test_nodes_show_gaps(
+    client: TestClient, db: Database, tokens: dict[str, str]
+) -> None:
     ingest(db, counts_message(seq=1), counts_message(seq=4))
     node = client.get("/api/v1/nodes", headers=bearer(tokens["viewer"])).json()[0]
     assert node["missing_messages"] == 2
     assert node["seq_gaps"][0]["first_seq"] == 2
+
+
+def test_evidence_served(
+    client: TestClient, db: Database, tokens: dict[str, str]
+) -> None:
+    incident_id = str(uuid.uuid4())
+    message = incident_message(incident_id, "start")
+    jpeg = b"\xff\xd8\xff\xe0fake-jpeg"
+    message["evidence"] = {
+        "content_type": "image/jpeg",
+        "data_base64": base64.b64encode(jpeg).decode(),
+        "anonymised": True,
+    }
+    ingest(db, message)
+    headers = bearer(tokens["viewer"])
+    response = client.get(f"/api/v1/incidents/{incident_id}/evidence", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.content == jpeg
+    missing = client.get("/api/v1/incidents/other/evidence", headers=headers)
+    assert missing.status_code == 404

@@ -1,4 +1,4 @@
-"""End to end through a real Mosquitto: ingest, SSE latency, shared subscriptions, SIGKILL."""
+"""End to end through Mosquitto: ingest, SSE, shared subscriptions, SIGKILL."""
 
 from __future__ import annotations
 
@@ -20,14 +20,9 @@ import pytest
 from edge.messages import topic_for
 from gateway.auth import create_token
 from gateway.store import Database, open_database
+from tests.support import gateway_fixtures
 from tests.support.broker import Broker
-from tests.support.gateway_fixtures import (  # noqa: F401
-    counts_message,
-    db_url,
-    incident_message,
-    postgres_database,
-    wire,
-)
+from tests.support.gateway_fixtures import counts_message, incident_message, wire
 from tests.support.gateway_server import (
     InProcessGateway,
     gateway_config,
@@ -37,6 +32,10 @@ from tests.support.gateway_server import (
 )
 
 pytestmark = pytest.mark.mqtt
+
+# Fixtures shared by the gateway tests, on SQLite and PostgreSQL.
+db_url = gateway_fixtures.db_url
+postgres_database = gateway_fixtures.postgres_database
 
 
 def scalar(db: Database, sql: str) -> int:
@@ -61,11 +60,15 @@ def test_published_counts_reach_api(broker: Broker, running: InProcessGateway) -
         totals[0] += n_in
         totals[1] += n_out
         message = counts_message(
-            seq=seq, start=base + timedelta(minutes=seq), lines=[(line, "person", n_in, n_out)]
+            seq=seq,
+            start=base + timedelta(minutes=seq),
+            lines=[(line, "person", n_in, n_out)],
         )
         client.publish(*wire(message), qos=1)
     db = running.gateway.db
-    wait_until(lambda: scalar(db, "SELECT COUNT(*) FROM messages") == 120, 20, "120 stored")
+    wait_until(
+        lambda: scalar(db, "SELECT COUNT(*) FROM messages") == 120, 20, "120 stored"
+    )
     token = create_token(db, "viewer", "e2e")
     response = httpx.get(
         f"{running.base_url}/api/v1/counts",
@@ -131,7 +134,9 @@ def _open_stream(running: InProcessGateway, headers: dict[str, str]) -> EventRea
     return reader
 
 
-def _next_incident(events: queue.Queue, timeout_s: float = 10) -> tuple[float, dict[str, str]]:
+def _next_incident(
+    events: queue.Queue, timeout_s: float = 10
+) -> tuple[float, dict[str, str]]:
     deadline = time.monotonic() + timeout_s
     while True:
         received_at, event = events.get(timeout=max(0.01, deadline - time.monotonic()))
@@ -139,7 +144,9 @@ def _next_incident(events: queue.Queue, timeout_s: float = 10) -> tuple[float, d
             return received_at, event
 
 
-def test_incident_reaches_sse_within_1s(broker: Broker, running: InProcessGateway) -> None:
+def test_incident_reaches_sse_within_1s(
+    broker: Broker, running: InProcessGateway
+) -> None:
     token = create_token(running.gateway.db, "viewer", "sse")
     reader = _open_stream(running, {"Authorization": f"Bearer {token}"})
     client = publisher(broker.url)
@@ -156,7 +163,9 @@ def test_incident_reaches_sse_within_1s(broker: Broker, running: InProcessGatewa
     client.disconnect()
 
 
-def test_stream_resumes_after_last_event_id(broker: Broker, running: InProcessGateway) -> None:
+def test_stream_resumes_after_last_event_id(
+    broker: Broker, running: InProcessGateway
+) -> None:
     token = create_token(running.gateway.db, "viewer", "sse")
     headers = {"Authorization": f"Bearer {token}"}
     reader = _open_stream(running, headers)
@@ -169,7 +178,9 @@ def test_stream_resumes_after_last_event_id(broker: Broker, running: InProcessGa
     for seq, incident_id in enumerate(missed, 2):
         client.publish(*wire(incident_message(incident_id, "start", seq=seq)), qos=1)
     db = running.gateway.db
-    wait_until(lambda: scalar(db, "SELECT COUNT(*) FROM incidents") == 4, 10, "4 incidents")
+    wait_until(
+        lambda: scalar(db, "SELECT COUNT(*) FROM incidents") == 4, 10, "4 incidents"
+    )
     resumed = _open_stream(running, {**headers, "Last-Event-ID": event["id"]})
     seen = [_next_incident(resumed.events)[1]["data"] for _ in missed]
     resumed.close()
@@ -179,11 +190,15 @@ def test_stream_resumes_after_last_event_id(broker: Broker, running: InProcessGa
     client.disconnect()
 
 
-def test_malformed_dead_lettered_gateway_runs(broker: Broker, running: InProcessGateway) -> None:
+def test_malformed_dead_lettered_gateway_runs(
+    broker: Broker, running: InProcessGateway
+) -> None:
     client = publisher(broker.url)
     client.publish(topic_for("s1", "n1", "counts"), b"{broken", qos=1)
     client.publish(*wire(counts_message(node="n9")), qos=1)
-    client.publish(topic_for("s1", "n1", "counts"), wire(counts_message(node="n2"))[1], qos=1)
+    client.publish(
+        topic_for("s1", "n1", "counts"), wire(counts_message(node="n2"))[1], qos=1
+    )
     client.publish(*wire(counts_message(seq=2)), qos=1)
     db = running.gateway.db
     wait_until(lambda: scalar(db, "SELECT COUNT(*) FROM messages") == 2, 10, "2 stored")
@@ -206,12 +221,26 @@ def test_shared_subscription_stores_once(broker: Broker, db_url: str) -> None:
         for seq in range(1, 501):
             client.publish(*wire(counts_message(seq=seq, node=f"n{seq % 4}")), qos=1)
         db = first.gateway.db
-        wait_until(lambda: scalar(db, "SELECT COUNT(*) FROM messages") == 500, 30, "500 stored")
+        wait_until(
+            lambda: scalar(db, "SELECT COUNT(*) FROM messages") == 500, 30, "500 stored"
+        )
         time.sleep(0.5)
         assert scalar(db, "SELECT COUNT(*) FROM messages") == 500
         assert scalar(db, "SELECT COUNT(*) FROM count_lines") == 500
-        assert scalar(db, "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = 'duplicates'") == 0
-        print(f"instance a stored {first.gateway.writer.committed}, b {second.gateway.writer.committed}")
+        assert (
+            scalar(
+                db,
+                (
+                    "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = "
+                    "'duplicates'"
+                ),
+            )
+            == 0
+        )
+        print(
+            f"instance a stored {first.gateway.writer.committed}, b "
+            f"{second.gateway.writer.committed}"
+        )
         assert first.gateway.writer.committed > 0
         assert second.gateway.writer.committed > 0
         assert first.gateway.writer.committed + second.gateway.writer.committed == 500
@@ -222,7 +251,9 @@ def test_shared_subscription_stores_once(broker: Broker, db_url: str) -> None:
         second.stop()
 
 
-def test_sigkill_loses_and_doubles_nothing(broker: Broker, db_url: str, tmp_path: Path) -> None:
+def test_sigkill_loses_and_doubles_nothing(
+    broker: Broker, db_url: str, tmp_path: Path
+) -> None:
     total = 3000
     log_path = tmp_path / "gateway.log"
     process = start_subprocess(broker.url, db_url, "gw-kill", log_path)
@@ -233,7 +264,10 @@ def test_sigkill_loses_and_doubles_nothing(broker: Broker, db_url: str, tmp_path
 
     def publish_all() -> None:
         for seq in range(1, total + 1):
-            client.publish(*wire(counts_message(seq=seq, lines=[("gate", "person", seq % 5, 1)])), qos=1)
+            client.publish(
+                *wire(counts_message(seq=seq, lines=[("gate", "person", seq % 5, 1)])),
+                qos=1,
+            )
             if seq % 100 == 0:
                 time.sleep(0.05)
         done.set()

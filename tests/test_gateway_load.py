@@ -1,4 +1,4 @@
-"""SQLite under load: a million count rows, concurrent ingest writers and API readers."""
+"""SQLite under load: a million count rows, concurrent writers and API readers."""
 
 from __future__ import annotations
 
@@ -53,7 +53,11 @@ def ingest_worker(url: str, worker: int, errors: list[str]) -> None:
                 seq = batch * BATCH + index + 1
                 start = START + timedelta(days=400, seconds=seq * 60)
                 message = counts_message(node=f"w{worker}", seq=seq, start=start)
-                items.append(classify(*wire(message), max_bytes=10**6, keep_bytes=64, now_ms=now_ms()))
+                items.append(
+                    classify(
+                        *wire(message), max_bytes=10**6, keep_bytes=64, now_ms=now_ms()
+                    )
+                )
             apply_batch(db, items)
             time.sleep(READ_SECONDS / (ROWS_PER_WORKER / BATCH) * 0.8)
     except Exception as error:  # noqa: BLE001 - the test reports every failure
@@ -62,7 +66,9 @@ def ingest_worker(url: str, worker: int, errors: list[str]) -> None:
         db.close()
 
 
-def api_reader(base_url: str, token: str, deadline: float, results: list[tuple[int, str]]) -> None:
+def api_reader(
+    base_url: str, token: str, deadline: float, results: list[tuple[int, str]]
+) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     day = 0
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
@@ -84,7 +90,9 @@ def api_reader(base_url: str, token: str, deadline: float, results: list[tuple[i
 
 
 @pytest.mark.slow
-def test_sqlite_concurrent_ingest_and_queries(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_sqlite_concurrent_ingest_and_queries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     url = f"sqlite:///{tmp_path / 'load.db'}"
     started = time.monotonic()
@@ -94,7 +102,12 @@ def test_sqlite_concurrent_ingest_and_queries(tmp_path: Path, caplog: pytest.Log
     token = create_token(db, "viewer", "load")
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(db, parse_config({})), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(db, parse_config({})),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
     )
     server_thread = threading.Thread(target=server.run, daemon=True)
     server_thread.start()
@@ -104,9 +117,13 @@ def test_sqlite_concurrent_ingest_and_queries(tmp_path: Path, caplog: pytest.Log
     results: list[tuple[int, str]] = []
     deadline = time.monotonic() + READ_SECONDS
     threads = [
-        threading.Thread(target=ingest_worker, args=(url, worker, errors)) for worker in range(WORKERS)
+        threading.Thread(target=ingest_worker, args=(url, worker, errors))
+        for worker in range(WORKERS)
     ] + [
-        threading.Thread(target=api_reader, args=(f"http://127.0.0.1:{port}", token, deadline, results))
+        threading.Thread(
+            target=api_reader,
+            args=(f"http://127.0.0.1:{port}", token, deadline, results),
+        )
         for _ in range(READERS)
     ]
     for thread in threads:
@@ -116,11 +133,16 @@ def test_sqlite_concurrent_ingest_and_queries(tmp_path: Path, caplog: pytest.Log
     server.should_exit = True
     server_thread.join(10)
 
-    added = int(db.query("SELECT COUNT(*) FROM count_lines WHERE message_id <> 'prefill'")[0][0])
+    added = int(
+        db.query("SELECT COUNT(*) FROM count_lines WHERE message_id <> 'prefill'")[0][0]
+    )
     total = int(db.query("SELECT COUNT(*) FROM count_lines")[0][0])
     db.close()
     failed = [result for result in results if result[0] != 200]
-    print(f"{len(results)} API calls in {READ_SECONDS:.0f} s, {len(failed)} failed; {added} rows added")
+    print(
+        f"{len(results)} API calls in {READ_SECONDS:.0f} s, {len(failed)} failed; "
+        f"{added} rows added"
+    )
     assert errors == []
     assert added == WORKERS * ROWS_PER_WORKER
     assert total == PREFILL_ROWS + WORKERS * ROWS_PER_WORKER

@@ -1,4 +1,4 @@
-"""Write path against both backends: dedup, dead letters, gaps, nodes, incidents, retention."""
+"""Write path on both backends: dedup, dead letters, gaps, nodes, incidents."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.messages import encode, topic_for
+from edge.messages import encode, envelope, topic_for
 from gateway import incidents, nodes
 from gateway.config import RetentionSettings
 from gateway.ingest import Accepted, Rejected, classify
@@ -18,18 +18,21 @@ from gateway.pipeline import apply_batch
 from gateway.retention import apply_retention
 from gateway.store import Database
 from gateway.timeutil import now_ms
-from tests.support.gateway_fixtures import (  # noqa: F401
+from tests.support import gateway_fixtures
+from tests.support.gateway_fixtures import (
     counts_message,
-    db,
-    db_url,
     heartbeat_message,
     incident_message,
-    postgres_database,
     status_message,
     wire,
 )
 
 MAX_BYTES = 100_000
+
+# Fixtures shared by the gateway tests, on SQLite and PostgreSQL.
+db = gateway_fixtures.db
+db_url = gateway_fixtures.db_url
+postgres_database = gateway_fixtures.postgres_database
 
 
 def ingest(db: Database, *messages: dict) -> None:
@@ -91,8 +94,16 @@ def _wrong_leaf() -> tuple[str, bytes]:
 
 
 MALFORMED = [
-    ("invalid_json", lambda: (topic_for("s1", "n1", "counts"), b"{not json"), "invalid_json"),
-    ("invalid_utf8", lambda: (topic_for("s1", "n1", "counts"), b"\xff\xfe{}"), "invalid_utf8"),
+    (
+        "invalid_json",
+        lambda: (topic_for("s1", "n1", "counts"), b"{not json"),
+        "invalid_json",
+    ),
+    (
+        "invalid_utf8",
+        lambda: (topic_for("s1", "n1", "counts"), b"\xff\xfe{}"),
+        "invalid_utf8",
+    ),
     ("schema", _schema, "schema"),
     ("huge", _huge, "too_large"),
     ("node_mismatch", _mismatch, "topic_mismatch"),
@@ -100,13 +111,23 @@ MALFORMED = [
     ("unknown_topic", lambda: ("other/thing", b"{}"), "unknown_topic"),
     ("unknown_leaf", lambda: ("sitlab/v1/s1/n1/video", b"{}"), "unknown_topic"),
     ("kind_vs_leaf", _wrong_leaf, "schema"),
-    ("nul_text", lambda: (topic_for("s1", "n1", "counts"), b'{"a":"\\u0000"}'), "invalid_text"),
-    ("surrogate", lambda: (topic_for("s1", "n1", "counts"), b'{"a":"\\ud800"}'), "invalid_text"),
+    (
+        "nul_text",
+        lambda: (topic_for("s1", "n1", "counts"), b'{"a":"\\u0000"}'),
+        "invalid_text",
+    ),
+    (
+        "surrogate",
+        lambda: (topic_for("s1", "n1", "counts"), b'{"a":"\\ud800"}'),
+        "invalid_text",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("make", "reason"), [(make, reason) for _, make, reason in MALFORMED], ids=[m[0] for m in MALFORMED]
+    ("make", "reason"),
+    [(make, reason) for _, make, reason in MALFORMED],
+    ids=[m[0] for m in MALFORMED],
 )
 def test_malformed_dead_lettered(db: Database, make, reason: str) -> None:
     topic, raw = make()
@@ -116,7 +137,12 @@ def test_malformed_dead_lettered(db: Database, make, reason: str) -> None:
     assert rows[0][0] == reason
     assert rows[0][2] == len(raw)
     assert len(bytes(rows[0][3])) <= 512
-    assert scalar(db, "SELECT value FROM counters WHERE name = ?", (f"dead_letter.{reason}",)) == 1
+    assert (
+        scalar(
+            db, "SELECT value FROM counters WHERE name = ?", (f"dead_letter.{reason}",)
+        )
+        == 1
+    )
     assert scalar(db, "SELECT COUNT(*) FROM messages") == 0
 
 
@@ -140,16 +166,21 @@ def test_dead_letter_detail_names_field(db: Database) -> None:
     ],
     ids=["in_order", "gap", "split", "filled", "shrunk", "reset", "reset_keeps_gap"],
 )
-def test_sequence_gaps(db: Database, seqs: list[int], open_gaps: list, resets: int) -> None:
+def test_sequence_gaps(
+    db: Database, seqs: list[int], open_gaps: list, resets: int
+) -> None:
     for seq in seqs:
         ingest(db, counts_message(seq=seq))
     found = db.query(
-        "SELECT first_seq, last_seq FROM seq_gaps WHERE closed_ms IS NULL ORDER BY first_seq"
+        "SELECT first_seq, last_seq FROM seq_gaps WHERE closed_ms IS NULL ORDER BY"
+        " first_seq"
     )
     assert [tuple(row) for row in found] == open_gaps
     node = nodes.list_nodes(db)[0]
     assert node["seq_resets"] == resets
-    assert node["missing_messages"] == sum(last - first + 1 for first, last in open_gaps)
+    assert node["missing_messages"] == sum(
+        last - first + 1 for first, last in open_gaps
+    )
 
 
 def test_status_and_heartbeat_fill_registry(db: Database) -> None:
@@ -203,8 +234,13 @@ def test_incident_phases_and_workflow(db: Database) -> None:
     incident_id = str(uuid.uuid4())
     start = datetime(2024, 5, 1, 10, tzinfo=UTC)
     ingest(db, incident_message(incident_id, "start", seq=1, at=start))
-    ingest(db, incident_message(incident_id, "update", seq=2, at=start + timedelta(seconds=5)))
-    ingest(db, incident_message(incident_id, "end", seq=3, at=start + timedelta(seconds=9)))
+    ingest(
+        db,
+        incident_message(incident_id, "update", seq=2, at=start + timedelta(seconds=5)),
+    )
+    ingest(
+        db, incident_message(incident_id, "end", seq=3, at=start + timedelta(seconds=9))
+    )
     ended = incidents.get(db, incident_id)
     assert ended["active"] is False
     assert ended["state"] == "open"
@@ -226,7 +262,10 @@ def test_incident_unknown_id(db: Database) -> None:
 def test_incident_filters(db: Database) -> None:
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     ingest(db, incident_message(first, "start", node="n1", seq=1))
-    ingest(db, incident_message(second, "start", node="n2", seq=1, incident_type="loitering"))
+    ingest(
+        db,
+        incident_message(second, "start", node="n2", seq=1, incident_type="loitering"),
+    )
     incidents.acknowledge(db, first, "alice", None)
 
     def ids(**criteria: object) -> set[str]:
@@ -249,11 +288,19 @@ def test_events_logged_in_order(db: Database) -> None:
 
 def test_retention_deletes_old_rows(db: Database) -> None:
     old = datetime.now(UTC) - timedelta(days=50)
-    ingest(db, counts_message(seq=1, start=old), counts_message(seq=2, start=datetime.now(UTC)))
+    ingest(
+        db,
+        counts_message(seq=1, start=old),
+        counts_message(seq=2, start=datetime.now(UTC)),
+    )
     ingest_raw(db, topic_for("s1", "n1", "counts"), b"{bad")
     with db.transaction() as tx:
-        tx.execute("UPDATE dead_letters SET received_ms = received_ms - ?", (40 * 86_400_000,))
-    deleted = apply_retention(db, RetentionSettings(count_rows_days=30, dead_letters_days=30))
+        tx.execute(
+            "UPDATE dead_letters SET received_ms = received_ms - ?", (40 * 86_400_000,)
+        )
+    deleted = apply_retention(
+        db, RetentionSettings(count_rows_days=30, dead_letters_days=30)
+    )
     assert deleted["count_lines"] == 1
     assert deleted["dead_letters"] == 1
     assert scalar(db, "SELECT COUNT(*) FROM count_lines") == 1
@@ -265,12 +312,17 @@ topics = st.one_of(
         lambda site, node, leaf: f"sitlab/v1/{site}/{node}/{leaf}",
         st.sampled_from(["s1", "S!", ""]),
         st.sampled_from(["n1", "n2"]),
-        st.sampled_from(["counts", "status", "heartbeat", "incident", "config/state", "x"]),
+        st.sampled_from(
+            ["counts", "status", "heartbeat", "incident", "config/state", "x"]
+        ),
     ),
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=20,
 )
 payloads = st.one_of(
@@ -285,7 +337,11 @@ payloads = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(topic=topics, raw=payloads)
 def test_fuzz_stored_or_dead_lettered(db: Database, topic: str, raw: bytes) -> None:
     before = scalar(db, "SELECT COALESCE(SUM(value), 0) FROM counters")
@@ -293,4 +349,17 @@ def test_fuzz_stored_or_dead_lettered(db: Database, topic: str, raw: bytes) -> N
     after = scalar(db, "SELECT COALESCE(SUM(value), 0) FROM counters")
     assert after == before + 1
     if isinstance(item, Rejected):
-        assert scalar(db, "SELECT COUNT(*) FROM dead_letters WHERE topic = ?", (item.topic,)) >= 1
+        assert (
+            scalar(
+                db, "SELECT COUNT(*) FROM dead_letters WHERE topic = ?", (item.topic,)
+            )
+            >= 1
+        )
+
+
+def test_config_state_updates_node(db: Database) -> None:
+    ingest(db, status_message("online"))
+    message = envelope("config_state", "s1", "n1", 0)
+    message.update(request_id="r1", state="applied", config_version="v7")
+    ingest(db, message)
+    assert nodes.list_nodes(db)[0]["config_version"] == "v7"

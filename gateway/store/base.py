@@ -136,11 +136,12 @@ def open_database(url: str) -> Database:
         StoreError: for another scheme or when the server cannot be reached.
     """
     if url.startswith("sqlite:///"):
-        from gateway.store.sqlite import SqliteDatabase
+        # Imported here so that each backend's driver loads only when used.
+        from gateway.store.sqlite import SqliteDatabase  # noqa: PLC0415
 
         return SqliteDatabase(url.removeprefix("sqlite:///"))
     if url.startswith(("postgresql://", "postgres://")):
-        from gateway.store.postgres import PostgresDatabase
+        from gateway.store.postgres import PostgresDatabase  # noqa: PLC0415
 
         return PostgresDatabase(url)
     raise StoreError(

@@ -1,4 +1,4 @@
-"""PostgreSQL backend through psycopg 3: a writer connection and one per reading thread."""
+"""PostgreSQL backend (psycopg 3): a writer connection and one per reading thread."""
 
 from __future__ import annotations
 
@@ -93,12 +93,14 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
+        """Open a write transaction that commits when the block ends."""
         with self._write_lock:
             connection = self._writer_connection()
             with connection.transaction():
                 yield _PostgresTx(connection)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a read-only statement on this thread's connection."""
         connection: psycopg.Connection[Any] | None = getattr(
             self._local, "connection", None
         )
@@ -109,6 +111,7 @@ class PostgresDatabase(Database):
         return cursor.fetchall() if cursor.description is not None else []
 
     def close(self) -> None:
+        """Close every connection this object opened."""
         with self._all_lock:
             for connection in self._all:
                 connection.close()

@@ -91,6 +91,7 @@ class SqliteDatabase(Database):
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
+        """Open a write transaction that commits when the block ends."""
         with self._write_lock:
             connection = self._writer
             try:
@@ -107,6 +108,7 @@ class SqliteDatabase(Database):
             connection.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a read-only statement on this thread's connection."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._connect()
@@ -114,6 +116,7 @@ class SqliteDatabase(Database):
         return connection.execute(sql, tuple(params)).fetchall()
 
     def close(self) -> None:
+        """Close every connection this object opened."""
         with self._all_lock:
             for connection in self._all:
                 connection.close()

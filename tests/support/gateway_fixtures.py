@@ -68,6 +68,7 @@ def db(db_url: str) -> Iterator[Database]:
 
 
 def counts_message(
+    *,
     site: str = "s1",
     node: str = "n1",
     seq: int = 1,
@@ -94,6 +95,7 @@ def counts_message(
 def incident_message(
     incident_id: str,
     phase: str,
+    *,
     site: str = "s1",
     node: str = "n1",
     seq: int = 1,
@@ -117,15 +119,21 @@ def incident_message(
     return message
 
 
-def status_message(state: str, site: str = "s1", node: str = "n1", seq: int = 0) -> dict[str, Any]:
+def status_message(
+    state: str, site: str = "s1", node: str = "n1", seq: int = 0
+) -> dict[str, Any]:
     """Return a valid status message."""
     message = envelope("status", site, node, seq)
-    message.update(state=state, reason="started" if state == "online" else "connection_lost")
+    message.update(
+        state=state, reason="started" if state == "online" else "connection_lost"
+    )
     message["software_version"] = "0.1.0"
     return message
 
 
-def heartbeat_message(site: str = "s1", node: str = "n1", seq: int = 0) -> dict[str, Any]:
+def heartbeat_message(
+    site: str = "s1", node: str = "n1", seq: int = 0
+) -> dict[str, Any]:
     """Return a valid heartbeat message."""
     message = envelope("heartbeat", site, node, seq)
     message.update(uptime_s=10.0, fps=9.5, inference_ms=41.0, outbox={"depth": 3})

@@ -22,7 +22,9 @@ from tests.support.broker import free_port, wait_for_port
 REPO = Path(__file__).resolve().parents[2]
 
 
-def gateway_config(broker_url: str, db_url: str, **sections: dict[str, Any]) -> GatewayConfig:
+def gateway_config(
+    broker_url: str, db_url: str, **sections: dict[str, Any]
+) -> GatewayConfig:
     """Return a configuration for a test gateway on a free API port."""
     data: dict[str, Any] = {
         "mqtt": {"url": broker_url, "client_id": "test-gateway"},
@@ -105,7 +107,9 @@ def start_subprocess(
 def publisher(broker_url: str, client_id: str = "test-publisher") -> mqtt.Client:
     """Return a connected MQTT 5 publisher with its network loop running."""
     host, port = broker_url.removeprefix("mqtt://").split(":")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+    )
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(100)
     client.connect(host, int(port))
