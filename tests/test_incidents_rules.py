@@ -373,6 +373,26 @@ def test_abandoned_bag_picked_up_ends() -> None:
     assert seconds_of(ends[0], "ended_at") == pytest.approx(40.4, abs=0.11)
 
 
+@pytest.mark.parametrize(
+    ("cooldown_s", "expected"),
+    [(120.0, 1), (0.0, 2)],
+    ids=["within-cooldown", "no-cooldown"],
+)
+def test_abandoned_bag_put_down_again(cooldown_s: float, expected: int) -> None:
+    def moved_once(t: float) -> tuple[float, float] | None:
+        if t < 40:
+            return (300, 300)
+        if t < 41:
+            return (300 + 100 * (t - 40), 300)
+        return (400, 300)
+
+    rule = AbandonedObjectRule(
+        name="bags", zones=(BOX_ZONE,), limit_s=30, cooldown_s=cooldown_s
+    )
+    bodies = run([rule], {7: (BACKPACK, moved_once)}, 90)
+    assert len(phases(bodies, "start")) == expected
+
+
 def test_abandoned_skipped_detection_never_means_gone() -> None:
     # Detection runs once every 2 s only; 1.9 s of skipped frames exceed a
     # 1 s grace but must not count as missing.

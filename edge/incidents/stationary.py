@@ -56,6 +56,9 @@ class StationaryEvaluator:
         self._objects: dict[StillKey, _Still] = {}
         self._serials = itertools.count()
         self._last_detection_pts_s: float | None = None
+        # The book's cooldown is per settled object; this one is per
+        # (track, zone), so an object put down again right away stays quiet.
+        self._cooldown_from: dict[tuple[int | None, str], float] = {}
 
     def open_keys(self) -> list[StillKey]:
         """Return the (track id, zone name) keys of open incidents."""
@@ -80,11 +83,13 @@ class StationaryEvaluator:
         for key in list(self._objects):
             events.extend(self._advance(key, now))
         self._book.forget_cooldowns(now.pts_s)
+        self._forget_cooldowns(now.pts_s)
         return events
 
     def disarm(self, now: Moment) -> list[IncidentEvent]:
         """End open incidents and forget all objects."""
         self._objects.clear()
+        self._cooldown_from.clear()
         return self._book.end_all(now)
 
     def _release_ended(self, ended: frozenset[int]) -> None:
@@ -144,7 +149,7 @@ class StationaryEvaluator:
         still = self._objects[key]
         still.settled_at = point
         still.still_since = now
-        return self._end_incident(key, now, now)
+        return self._end_incident(key, still, now, now)
 
     def _count_missing(self, now: Moment, seen: set[StillKey]) -> list[IncidentEvent]:
         step_s = (
@@ -165,6 +170,10 @@ class StationaryEvaluator:
         still_s = now.pts_s - still.still_since.pts_s
         if still_s < self._limit_s or self._book.is_open(key):
             return []
+        cooldown_key = (still.track_id, still.zone)
+        ended = self._cooldown_from.get(cooldown_key)
+        if ended is not None and now.pts_s - ended < self.settings.cooldown_s:
+            return []
         event = self._book.start(
             key,
             now,
@@ -176,10 +185,20 @@ class StationaryEvaluator:
 
     def _drop(self, key: StillKey, now: Moment) -> list[IncidentEvent]:
         still = self._objects.pop(key)
-        return self._end_incident(key, now, still.last_detected)
+        return self._end_incident(key, still, now, still.last_detected)
 
     def _end_incident(
-        self, key: StillKey, now: Moment, ended: Moment
+        self, key: StillKey, still: _Still, now: Moment, ended: Moment
     ) -> list[IncidentEvent]:
         event = self._book.end(key, now, ended_at=ended.at)
-        return [event] if event is not None else []
+        if event is None:
+            return []
+        if still.track_id is not None:
+            self._cooldown_from[(still.track_id, still.zone)] = now.pts_s
+        return [event]
+
+    def _forget_cooldowns(self, pts_s: float) -> None:
+        cooldown_s = self.settings.cooldown_s
+        expired = [k for k, t in self._cooldown_from.items() if pts_s - t >= cooldown_s]
+        for key in expired:
+            del self._cooldown_from[key]
