@@ -7,10 +7,10 @@ depend on the camera's resolution:
   blank scene, so a WARN on a plain wall is not always a focus problem.
 - exposure: mean luma (0-255) and the share of pixels at 0-5 or 250-255.
 - noise: standard deviation of the sensor noise in grey levels, from the
-  median absolute difference of consecutive frames (moving objects cover a
-  minority of pixels, so the median ignores them); a one-frame high-pass
-  estimate (Immerkaer 1996) when only one frame is read or when the codec
-  repeats static pixels exactly.
+  median absolute difference of consecutive frames. Moving objects cover a
+  minority of pixels, so the median ignores them. A one-frame high-pass
+  estimate (Immerkaer, "Fast Noise Variance Estimation", 1996) is used when
+  only one frame is read or when the codec repeats static pixels exactly.
 - frame rate: frames over stream time, against the config's `source.fps`.
 
 The reference frame is the per-pixel median of the sampled frames, which
@@ -46,7 +46,7 @@ class CheckError(CalibrationError):
 
 
 class Level(StrEnum):
-    """How a measured value compares with its thresholds."""
+    """Verdict of one measured value against its thresholds."""
 
     OK = "OK"
     WARN = "WARN"

@@ -464,9 +464,11 @@ def _check(args: argparse.Namespace) -> int:
             f"{item.unit:20} {item.advice}"
         )
     print(f"verdict: {result.worst.value}")
+
     if result.worst is quality.Level.FAIL and not args.force:
         print("reference frame not stored: fix the failed items first (or --force)")
         return EXIT_FAILED
+
     reference_path = args.reference_out
     if reference_path is None and args.config is not None:
         reference_path = args.config.with_name(f"{args.config.stem}.reference.png")

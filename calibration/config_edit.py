@@ -82,7 +82,7 @@ def _tidy(value: Any) -> Any:  # noqa: ANN401
 
 @dataclass(slots=True)
 class ConfigDocument:
-    """A node config file loaded for editing.
+    """Node config file loaded for editing.
 
     Attributes:
         path: the config file.

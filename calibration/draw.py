@@ -37,7 +37,7 @@ class DrawError(CalibrationError):
 
 
 class ItemKind(StrEnum):
-    """What a drawn item is."""
+    """Kind of a drawn item."""
 
     LINE = "line"
     ZONE = "zone"
@@ -55,7 +55,7 @@ class ItemKind(StrEnum):
 
     @property
     def min_points(self) -> int:
-        """Fewest points of a valid item."""
+        """Minimum number of points of a valid item."""
         return 2 if self is ItemKind.LINE else 3
 
 

@@ -292,8 +292,8 @@ def _leave_one_out(
     """Return each inlier's error when the fit is made without it.
 
     With exactly four points a homography fits them exactly, so its own
-    errors are zero and say nothing; this error shows how well the plane
-    predicts a point it has not seen.
+    errors are zero and carry no information. This error shows how well the
+    plane predicts a point it has not seen.
     """
     kept = np.flatnonzero(inliers)
     if len(kept) <= MIN_POINTS:
@@ -306,7 +306,7 @@ def _leave_one_out(
             check_point_set(world_m[others], "world", DUPLICATE_M)
         except GroundCalibrationError:
             # Without this point the rest is degenerate, so it cannot be
-            # predicted from them; NaN says "not measurable".
+            # predicted from them and its error stays NaN (not measurable).
             continue
         matrix, _ = cv2.findHomography(image_xy[others], world_m[others], 0)
         if matrix is None:

@@ -43,7 +43,7 @@ class LensCalibrationError(CalibrationError):
 
 
 class Verdict(StrEnum):
-    """What the technician should do with the result."""
+    """Technician action that the calibration result calls for."""
 
     GOOD = "good"
     OK = "ok"

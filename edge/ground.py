@@ -1,7 +1,7 @@
 """Ground-plane mapping on the node: image points to metres, track speeds in km/h.
 
 A homography maps a point of the picture that lies on the ground (a bottom-
-centre anchor: where a person stands or a wheel touches the road) to metres in
+centre anchor, where a person's feet or a wheel touch the road) to metres in
 a local east-north frame. It is exact for a flat ground and a lens without
 distortion; with a `lens` section the anchor is undistorted first. Points on
 or above the horizon have no ground position and map to NaN.
@@ -33,8 +33,8 @@ FloatArray = npt.NDArray[np.float64]
 
 MPS_TO_KMH = 3.6
 # The Kalman velocity is turned into ground metres by mapping a step of this
-# many pixels along the velocity; small enough for the local linearisation,
-# large enough to stay clear of float rounding.
+# many pixels along the velocity. The step is small enough for the local
+# linearisation and large enough to stay clear of float rounding.
 _STEP_PX = 0.5
 DEFAULT_MAX_TRACKS = 4096
 
@@ -44,7 +44,7 @@ class GroundError(ValueError):
 
 
 class SpeedMethod(StrEnum):
-    """Where a track's speed comes from."""
+    """Source of a track's speed."""
 
     KALMAN = "kalman"
     WINDOW = "window"
@@ -191,7 +191,7 @@ class TrackSpeeds:
 
     With `SpeedMethod.WINDOW` a track's speed is the straight-line distance
     between its oldest and newest detected anchor within `window_s`, divided
-    by the time between them; it is reported once the samples span at least
+    by the time between them. It is reported once the samples span at least
     `min_span_s`. A longer window smooths detector jitter but lags behind
     braking and turns, and it underestimates the speed of an object that
     curves. With `SpeedMethod.KALMAN` the tracker's velocity at the anchor
