@@ -1,12 +1,11 @@
 """Measure how fast the gateway drains a backlog of node messages into its store.
 
 The script starts its own Mosquitto on a free loopback port. For each
-consumer it first connects once to create a persistent session, disconnects,
-publishes N counts messages (QoS 1) that the broker queues for that session,
-then reconnects the consumer and times the drain from connect to the last
-message (bare paho subscriber) or the last commit (gateway). The bare
-subscriber gives the broker-and-client ceiling that the gateway's own figure
-sits next to.
+consumer it creates a persistent session and disconnects. It then publishes
+N counts messages (QoS 1), which the broker queues for that session. Last it
+reconnects the consumer and times the drain from connect to the last message
+(bare paho subscriber) or to the last commit (gateway). The bare subscriber
+gives the broker-and-client ceiling to compare the gateway's figure with.
 
 Usage:
     python bench/gateway_ingest.py [--messages 20000] [--skip-postgres]

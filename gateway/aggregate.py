@@ -7,10 +7,10 @@ use today is a whole number of 15-minute steps, so a slice never straddles
 two local buckets.
 
 A bucket is labelled by its local start and the UTC offset in force at the
-counted instants, so on the night daylight saving ends the repeated hour
-gives two buckets, `02:00+11:00` and `02:00+10:00`, and a local day has 23 or
-25 hours. A count row belongs to the bucket that holds its interval start;
-an interval that straddles a bucket boundary is not split.
+counted instants. So on the night daylight saving ends, the repeated hour
+gives two buckets, `02:00+11:00` and `02:00+10:00`, and a local day has 23
+or 25 hours. A count row belongs to the bucket that contains its interval
+start, and an interval that straddles a bucket boundary is not split.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class CountQuery:
 
 
 def bucket_start(instant_ms: int, bucket: str, zone: tzinfo) -> datetime:
-    """Return the local start of the bucket that holds an instant, with its offset."""
+    """Return the local start, with its offset, of the bucket containing an instant."""
     local = datetime.fromtimestamp(instant_ms / 1000, UTC).astimezone(zone)
     if bucket == "1d":
         midnight = datetime.combine(local.date(), time(0), tzinfo=zone)

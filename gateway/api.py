@@ -90,12 +90,14 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
         return found
 
     def require(role: str) -> Any:  # noqa: ANN401
-        def check(who: Annotated[auth.Principal, Depends(principal)]) -> auth.Principal:
-            if not who.allows(role):
+        def check(
+            caller: Annotated[auth.Principal, Depends(principal)],
+        ) -> auth.Principal:
+            if not caller.allows(role):
                 raise HTTPException(
-                    403, f"role {who.role} may not do this; it needs {role} or above"
+                    403, f"role {caller.role} may not do this; it needs {role} or above"
                 )
-            return who
+            return caller
 
         return Depends(check)
 
@@ -105,7 +107,7 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        """Report that the API and the database answer; needs no token."""
+        """Check that the API and the database respond; needs no token."""
         db.query("SELECT 1")
         return {"status": "ok"}
 
@@ -241,11 +243,11 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
         return Response(content=found[0], media_type=found[1])
 
     def step(
-        incident_id: str, who: auth.Principal, body: StepRequest, target: str
+        incident_id: str, caller: auth.Principal, body: StepRequest, target: str
     ) -> dict[str, Any]:
         action = incidents.acknowledge if target == "ack" else incidents.resolve
         try:
-            return action(db, incident_id, who.name, body.note)
+            return action(db, incident_id, caller.name, body.note)
         except incidents.IncidentNotFoundError as error:
             raise HTTPException(404, str(error)) from None
         except incidents.WorkflowError as error:
@@ -254,20 +256,20 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
     @app.post("/api/v1/incidents/{incident_id}/ack")
     def ack_incident(
         incident_id: str,
-        who: Annotated[auth.Principal, dispatcher],
+        caller: Annotated[auth.Principal, dispatcher],
         body: StepRequest | None = None,
     ) -> dict[str, Any]:
         """Acknowledge an open incident (dispatcher or admin)."""
-        return step(incident_id, who, body or StepRequest(note=None), "ack")
+        return step(incident_id, caller, body or StepRequest(note=None), "ack")
 
     @app.post("/api/v1/incidents/{incident_id}/resolve")
     def resolve_incident(
         incident_id: str,
-        who: Annotated[auth.Principal, dispatcher],
+        caller: Annotated[auth.Principal, dispatcher],
         body: StepRequest | None = None,
     ) -> dict[str, Any]:
         """Resolve an incident (dispatcher or admin)."""
-        return step(incident_id, who, body or StepRequest(note=None), "resolve")
+        return step(incident_id, caller, body or StepRequest(note=None), "resolve")
 
     @app.get("/api/v1/dead-letters", dependencies=[viewer])
     def get_dead_letters(

@@ -1,9 +1,9 @@
 """API tokens, roles and user passwords.
 
-Tokens are 32 random bytes (256 bits) from `secrets`, so they cannot be
-guessed or brute-forced from their hash; a fast unsalted SHA-256 is enough to
-keep them out of the database. Passwords are low-entropy, so they get a
-salted, memory-hard scrypt hash instead.
+Tokens are 32 random bytes (256 bits) from `secrets`, so nobody can guess
+or brute-force them from their hash. A fast unsalted SHA-256 is therefore
+enough to keep them out of the database. Passwords are low-entropy, so they
+get a salted, memory-hard scrypt hash instead.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Turn one MQTT message into an accepted node message or a dead letter.
 
-`classify` never raises: every failure becomes a `Rejected` with a reason code
-from `REASONS`, so the caller can always either store or dead-letter.
+`classify` returns a `Rejected` with a reason code from `REASONS` for every
+check that fails, so the caller either stores or dead-letters each message.
+A Hypothesis test feeds it arbitrary bytes on arbitrary topics.
 """
 
 from __future__ import annotations

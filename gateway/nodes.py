@@ -154,9 +154,9 @@ def track_sequence(
 ) -> None:
     """Update the node's sequence state with a counts or incident message's seq.
 
-    A seq above last+1 opens a gap; a seq inside an open gap fills it (the gap
-    shrinks, splits or closes); a lower seq outside every gap means the node's
-    outbox was reset, which is counted and becomes the new last seq.
+    A seq above last+1 opens a gap. A seq inside an open gap fills it, so the
+    gap shrinks, splits or closes. A lower seq outside every gap means the
+    node's outbox was reset: the reset is counted and seq becomes the last.
     """
     ensure_node(tx, site, node)
     _, last = _lock_node(tx, site, node, dialect)

@@ -161,6 +161,7 @@ def test_counts_totals_and_csv(
         ),
         counts_message(seq=3, start=base, node="n2", lines=[("door", "person", 7, 0)]),
     )
+
     headers = bearer(tokens["viewer"])
     params = {"bucket": "1h", "node": "n1", "from": "2024-03-01T00:00:00Z"}
     body = client.get("/api/v1/counts", params=params, headers=headers).json()
@@ -175,6 +176,7 @@ def test_counts_totals_and_csv(
             "out": 3,
         }
     ]
+
     csv_text = client.get(
         "/api/v1/counts.csv", params={"bucket": "1d"}, headers=headers
     ).text
@@ -187,6 +189,7 @@ def test_counts_totals_and_csv(
         "/api/v1/counts", params={"bucket": "1d", "format": "csv"}, headers=headers
     )
     assert same.text == csv_text
+
     only_in = client.get(
         "/api/v1/counts", params={"direction": "in", "node": "n2"}, headers=headers
     )

@@ -50,8 +50,8 @@ class _PostgresTx(Tx):
             yield
 
     def lock_events(self) -> None:
-        # Event ids come from a sequence; without this lock a transaction
-        # that took id 7 could commit after one that took id 8, and a stream
+        # Event ids come from a sequence. Without this lock a transaction
+        # that took id 7 could commit after one that took id 8, so a stream
         # that already sent 8 would never send 7.
         if not self._events_locked:
             self._connection.execute(

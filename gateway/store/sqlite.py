@@ -14,8 +14,8 @@ from gateway.store.base import Database, Row, StoreError, Tx, split_script
 
 logger = logging.getLogger(__name__)
 
-# A writer waits this long for another process's write transaction before it
-# fails; readers never wait in WAL mode.
+# A writer waits this long for another connection's write transaction before
+# it fails. In WAL mode readers do not wait for writers.
 BUSY_TIMEOUT_MS = 60_000
 
 
@@ -52,8 +52,8 @@ class SqliteDatabase(Database):
     """A SQLite file in WAL mode.
 
     Writers open `BEGIN IMMEDIATE`, so they queue on the busy timeout for the
-    write lock instead of failing when a read transaction tries to upgrade;
-    a lock held past BUSY_TIMEOUT_MS raises StoreError. Each thread reads on
+    write lock instead of failing when a read transaction tries to upgrade.
+    A lock held past BUSY_TIMEOUT_MS raises StoreError. Each thread reads on
     its own connection, and WAL readers see the last commit without waiting.
     """
 

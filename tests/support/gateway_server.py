@@ -117,11 +117,13 @@ def publisher(broker_url: str, client_id: str = "test-publisher") -> mqtt.Client
     return client
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `condition` every 50 ms; raise AssertionError naming `what` on timeout."""
+def wait_until(
+    condition: Callable[[], bool], timeout_s: float, description: str
+) -> None:
+    """Poll `condition` every 50 ms; raise AssertionError when it times out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {description}")
