@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from gateway.api import create_app
 from gateway.config import GatewayConfig
@@ -77,8 +77,24 @@ class WebGateway:
         self.gateway = Gateway(config)
         self.app: FastAPI = create_app(self.gateway.db, config)
         mount_web(self.app, self.gateway.db)
+        self.stream_requests: list[dict[str, str | None]] = []
+        self.app.middleware("http")(self._record_stream_request)
         self.server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+
+    async def _record_stream_request(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # Records how each SSE (re)connection asked to resume, because a
+        # browser's automatic EventSource retries are invisible to Playwright.
+        if request.url.path == "/api/v1/stream":
+            self.stream_requests.append(
+                {
+                    "last_event_id": request.headers.get("last-event-id"),
+                    "after": request.query_params.get("after"),
+                }
+            )
+        return await call_next(request)
 
     @property
     def base_url(self) -> str:
