@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.auth import login
 from gateway.cli import main
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.store import open_database
@@ -106,3 +107,42 @@ def test_with_overrides_precedence() -> None:
     )
     assert overridden.mqtt.url == "mqtt://127.0.0.1:2000"
     assert overridden.api.listen == config.api.listen
+
+
+def test_user_command_then_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("SITLAB_TEST_PASSWORD", "long enough secret")
+    args = [
+        "user",
+        "erin",
+        "--role",
+        "viewer",
+        "--password-env",
+        "SITLAB_TEST_PASSWORD",
+    ]
+    assert main([*args, "--db", url]) == 0
+    db = open_database(url)
+    found = login(db, "erin", "long enough secret", ttl_s=60)
+    wrong = login(db, "erin", "wrong", ttl_s=60)
+    db.close()
+    assert found is not None
+    assert found[1] == "viewer"
+    assert wrong is None
+
+
+def test_user_command_short_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SITLAB_TEST_PASSWORD", "short")
+    args = [
+        "user",
+        "erin",
+        "--role",
+        "viewer",
+        "--password-env",
+        "SITLAB_TEST_PASSWORD",
+    ]
+    assert main([*args, "--db", f"sqlite:///{tmp_path / 'cli.db'}"]) == 2
+    assert "is 5 characters; use 8 or more" in capsys.readouterr().err

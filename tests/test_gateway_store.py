@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -286,7 +287,10 @@ def test_events_logged_in_order(db: Database) -> None:
     assert json.loads(rows[1][2])["incident"]["incident_id"] == incident_id
 
 
-def test_retention_deletes_old_rows(db: Database) -> None:
+def test_retention_deletes_old_rows(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.retention")
     old = datetime.now(UTC) - timedelta(days=50)
     ingest(
         db,
@@ -304,6 +308,9 @@ def test_retention_deletes_old_rows(db: Database) -> None:
     assert deleted["count_lines"] == 1
     assert deleted["dead_letters"] == 1
     assert scalar(db, "SELECT COUNT(*) FROM count_lines") == 1
+    assert "retention deleted" in caplog.text
+    assert "1 count_lines" in caplog.text
+    assert "1 dead_letters" in caplog.text
 
 
 topics = st.one_of(
