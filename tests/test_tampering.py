@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,8 +97,12 @@ FPS_VTEST = 10.0
 ALTERED_FROM, ALTERED_TO = 200, 500  # frames, 30 s of the 79.5 s clip
 
 
-def run_clip(vtest_avi: Path, alteration: Alteration | None) -> list[IncidentEvent]:
-    detector = TamperingDetector()
+def run_clip(
+    vtest_avi: Path,
+    alteration: Alteration | None,
+    detector: TamperingDetector | None = None,
+) -> list[IncidentEvent]:
+    detector = detector or TamperingDetector()
     events: list[IncidentEvent] = []
     for index, original in enumerate(read_clip(vtest_avi)):
         altered = alteration is not None and ALTERED_FROM <= index < ALTERED_TO
@@ -136,6 +141,22 @@ def test_altered_clip_raises_one_incident(
     assert seconds_of(ends[0], ends[0].ended_at) == pytest.approx(
         ALTERED_TO / FPS_VTEST, abs=0.6
     )
+
+
+@pytest.mark.media
+def test_greyscale_calibration_reference_is_kept(
+    vtest_avi: Path, scene: Image, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The calibration tool stores the reference as a greyscale PNG. A colour
+    # stream must not read as a day/night switch that replaces it.
+    detector = TamperingDetector()
+    detector.set_reference(cv2.cvtColor(scene, cv2.COLOR_BGR2GRAY))
+    with caplog.at_level(logging.INFO, logger="edge.incidents.tampering"):
+        events = run_clip(vtest_avi, blurred, detector)
+    assert "learnt again" not in caplog.text
+    starts = [event for event in events if event.phase == "start"]
+    assert len(starts) == 1
+    assert starts[0].detail["cause"] == "defocused"
 
 
 # --- day/night switch and covered lens ---------------------------------------
@@ -241,8 +262,8 @@ def test_settings_errors(kwargs: dict[str, Any], message: str) -> None:
         TamperingSettings(**kwargs)
 
 
-def test_rejects_non_bgr_image() -> None:
+def test_rejects_four_channel_image() -> None:
     detector = TamperingDetector()
-    grey = np.zeros((120, 160), np.uint8)
+    bgra = np.zeros((120, 160, 4), np.uint8)
     with pytest.raises(ValueError, match=r"BGR image of shape \(height, width, 3\)"):
-        detector.process(Frame(grey, 0, 0.0, T0))  # type: ignore[arg-type]
+        detector.process(Frame(bgra, 0, 0.0, T0))

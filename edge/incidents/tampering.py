@@ -171,7 +171,8 @@ class _Reference:
     edges: npt.NDArray[np.uint8]
     sharpness: float
     edge_density: float
-    greyscale: bool
+    # None for a greyscale calibration image, until a live frame sets it.
+    greyscale: bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +219,21 @@ class TamperingDetector:
         return self._reference is not None
 
     def set_reference(self, image: Image) -> None:
-        """Store the view the camera should keep showing (BGR frame)."""
+        """Store the view the camera should keep showing.
+
+        Args:
+            image: a BGR frame, or a 2-D greyscale image such as the
+                calibration reference PNG. A greyscale image says nothing
+                about the camera's colour mode, so the mode is then taken
+                from the first evaluated frame instead of being read as a
+                day/night switch.
+        """
         grey, measures = self._prepare(image)
         self._reference = _make_reference(
             grey, measures, self.settings.greyscale_chroma
         )
+        if image.ndim == 2:
+            self._reference.greyscale = None
         logger.info(
             "tampering reference set: sharpness %.3f, edge density %.4f, greyscale %s",
             measures.sharpness,
@@ -276,10 +287,11 @@ class TamperingDetector:
         return True
 
     def _prepare(self, image: Image) -> tuple[npt.NDArray[np.uint8], ViewMeasures]:
-        if image.ndim != 3 or image.shape[2] != 3:
+        single_channel = image.ndim == 2
+        if not single_channel and (image.ndim != 3 or image.shape[2] != 3):
             raise ValueError(
-                "tampering check expects a BGR image of shape (height, width, 3), "
-                f"got {image.shape}"
+                "tampering check expects a BGR image of shape (height, width, 3) "
+                f"or a greyscale image of shape (height, width), got {image.shape}"
             )
         height, width = image.shape[:2]
         # A whole-number factor keeps OpenCV's area resampling on its fast
@@ -288,6 +300,8 @@ class TamperingDetector:
         work_wh = (max(1, width // factor), max(1, height // factor))
         resized = cv2.resize(image, work_wh, interpolation=cv2.INTER_AREA)
         small: Image = np.asarray(resized, np.uint8)
+        if single_channel:
+            return small, _measure(small, None, self.settings)
         grey: Image = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8)
         return grey, _measure(grey, small, self.settings)
 
@@ -332,6 +346,8 @@ class TamperingDetector:
     ) -> bool:
         """Track colour/greyscale switches; re-learn once a new mode settles."""
         greyscale = measures.chroma < self.settings.greyscale_chroma
+        if reference.greyscale is None:
+            reference.greyscale = greyscale
         if greyscale == reference.greyscale:
             self._mode_switch_since = None
             return True
@@ -396,7 +412,7 @@ def _detail(cause: TamperCause, measures: ViewMeasures) -> dict[str, float | str
 
 
 def _measure(
-    grey: npt.NDArray[np.uint8], small: Image, settings: TamperingSettings
+    grey: npt.NDArray[np.uint8], small: Image | None, settings: TamperingSettings
 ) -> ViewMeasures:
     mean, std = cv2.meanStdDev(grey)
     mean_luma = float(mean[0, 0])
@@ -411,8 +427,11 @@ def _measure(
     laplacian = cv2.Laplacian(grey, cv2.CV_32F)
     variance = std_luma * std_luma
     sharpness = float(laplacian.var()) / variance if variance > 1.0 else 0.0
-    blue, green, red = cv2.split(small)
-    chroma = float(cv2.absdiff(blue, green).mean() + cv2.absdiff(green, red).mean()) / 2
+    chroma = 0.0
+    if small is not None:
+        blue, green, red = cv2.split(small)
+        chroma = float(cv2.absdiff(blue, green).mean() + cv2.absdiff(green, red).mean())
+        chroma /= 2
     return ViewMeasures(
         mean_luma=mean_luma,
         std_luma=std_luma,
