@@ -223,7 +223,7 @@ class TamperingDetector:
 
         Args:
             image: a BGR frame, or a 2-D greyscale image such as the
-                calibration reference PNG. A greyscale image says nothing
+                calibration reference PNG. A greyscale image carries nothing
                 about the camera's colour mode, so the mode is then taken
                 from the first evaluated frame instead of being read as a
                 day/night switch.
