@@ -72,20 +72,21 @@ def run(
     *,
     detection_every: int = 1,
 ) -> list[dict[str, Any]]:
-    """Feed frames at FPS; a path returning None ends its track once."""
+    """Feed frames at FPS; a track ends on the frame its path turns None."""
     engine = IncidentEngine(rules, COCO80_NAMES)
     bodies: list[dict[str, Any]] = []
-    gone: set[int] = set()
+    present: set[int] = set()
     for index in range(round(seconds * FPS) + 1):
         t = index / FPS
         tracks, ended = [], []
         for track_id, (class_id, path) in paths.items():
             point = path(t)
             if point is None:
-                if track_id not in gone and t > 0:
-                    gone.add(track_id)
+                if track_id in present:
+                    present.discard(track_id)
                     ended.append(track_id)
                 continue
+            present.add(track_id)
             tracks.append(track(track_id, point, class_id))
         ran = index % detection_every == 0
         if not ran:
@@ -263,6 +264,19 @@ def test_intrusion_survives_track_id_switch() -> None:
     assert len(starts) == 1
     assert len(ends) == 1
     assert seconds_of(ends[0], "ended_at") == pytest.approx(9.9, abs=0.11)
+
+
+def test_loitering_newcomer_far_away_starts_own_visit() -> None:
+    # Track 1 dwells 8 s and is lost; 1 s later a different person appears
+    # on the far side of the zone. Their dwell must not add up to 10 s.
+    def first(t: float) -> tuple[float, float] | None:
+        return (150, 300) if t < 8 else None
+
+    def second(t: float) -> tuple[float, float] | None:
+        return (450, 450) if 9 <= t < 16 else None
+
+    bodies = run([LOITERING], {1: (PERSON, first), 2: (PERSON, second)}, 20)
+    assert phases(bodies, "start") == []
 
 
 def test_intrusion_cooldown_blocks_restart() -> None:

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 
 from edge.incidents.lifecycle import IncidentBook, IncidentEvent, IncidentType, Moment
-from edge.incidents.rules import FrameView, ObjectView, RuleSettings, Zone
+from edge.incidents.rules import (
+    FrameView,
+    ObjectView,
+    Point,
+    RuleSettings,
+    Zone,
+    box_extent_px,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +32,10 @@ logger = logging.getLogger(__name__)
 STALE_TRACK_S = 60.0
 
 TrackZone = tuple[int, str]
+# A new track continues an orphaned visit only if it enters within this many
+# box sizes (longer side) of the orphan's last position. Without a limit, in
+# a busy zone every newcomer would continue some earlier person's visit.
+REJOIN_EXTENTS = 1.5
 
 
 @dataclass(slots=True)
@@ -35,6 +47,8 @@ class _Visit:
     entered: Moment
     last_inside: Moment
     last_seen_pts_s: float
+    last_point: Point
+    last_extent_px: float
     outside_since: Moment | None = None
     orphan_since: Moment | None = None
 
@@ -43,8 +57,9 @@ class DwellEvaluator:
     """Raises an incident once a visit lasts `threshold_s`; ends it on exit.
 
     When the tracker ends a track while its object is inside the zone, the
-    visit waits `exit_grace_s` for a new track of the same class in the zone.
-    If one appears, the visit continues under it, so a tracker id switch does
+    visit waits `exit_grace_s` for a new track of the same class to enter the
+    zone within `REJOIN_EXTENTS` box sizes of where the object was last seen.
+    If one does, the visit continues under it, so a tracker id switch does
     not split one intrusion into two incidents.
     """
 
@@ -117,21 +132,25 @@ class DwellEvaluator:
             inside = zone.contains(point)
             if visit is None:
                 if inside:
-                    self._enter(view, zone.name, now)
+                    self._enter(view, zone.name, point, now)
                 continue
             if inside:
                 visit.last_inside = now
+                visit.last_point = point
+                visit.last_extent_px = box_extent_px(view.xyxy)
                 visit.outside_since = None
             elif visit.outside_since is None:
                 visit.outside_since = now
 
-    def _enter(self, view: ObjectView, zone: str, now: Moment) -> None:
+    def _enter(self, view: ObjectView, zone: str, point: Point, now: Moment) -> None:
         orphans = [
             visit
             for visit in self._visits.values()
             if visit.orphan_since is not None
             and visit.zone == zone
             and visit.class_name == view.class_name
+            and math.dist(point, visit.last_point)
+            <= REJOIN_EXTENTS * visit.last_extent_px
         ]
         if orphans:
             visit = max(orphans, key=lambda item: item.last_inside.pts_s)
@@ -139,15 +158,18 @@ class DwellEvaluator:
             visit.track_id = view.track_id
             visit.last_inside = now
             visit.last_seen_pts_s = now.pts_s
+            visit.last_point = point
         else:
             visit = _Visit(
-                next(self._serials),
-                zone,
-                view.class_name,
-                view.track_id,
-                now,
-                now,
-                now.pts_s,
+                serial=next(self._serials),
+                zone=zone,
+                class_name=view.class_name,
+                track_id=view.track_id,
+                entered=now,
+                last_inside=now,
+                last_seen_pts_s=now.pts_s,
+                last_point=point,
+                last_extent_px=box_extent_px(view.xyxy),
             )
             self._visits[visit.serial] = visit
         self._by_track[(view.track_id, zone)] = visit.serial
