@@ -109,12 +109,6 @@ def test_static_model_detects_people(static_640: Path, vtest_avi: Path) -> None:
     assert min(persons) >= 3
 
 
-def test_static_twice_as_fast_as_dynamic(static_640: Path, models_dir: Path) -> None:
-    dynamic = median_ms(models_dir / "yolov8n_int8.onnx")
-    static = median_ms(static_640)
-    assert static * 2.0 <= dynamic, f"static {static:.1f} ms, dynamic {dynamic:.1f} ms"
-
-
 def test_static_usable_against_float(
     static_640: Path, model_640: Path, vtest_avi: Path
 ) -> None:
@@ -199,5 +193,6 @@ def test_static_accuracy_on_held_out_frames(
         f"classes {[(c.class_id, round(c.ap50, 2), c.reference_boxes) for c in result.classes if c.reference_boxes]}; "  # noqa: E501
         f"static {static:.1f} ms, dynamic {dynamic:.1f} ms on 2 threads"
     )
+    # Latency is printed, not asserted: timing on a shared machine is noise in a
+    # test. `sitlab-models bench` records it in docs/models.md.
     assert result.map50 >= 0.9
-    assert static * 2.0 <= dynamic
