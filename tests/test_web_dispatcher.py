@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from gateway.auth import create_token, set_user
 from tests.support.broker import Broker
 from tests.support.browser import WebGateway, launch_browser
 from tests.support.gateway_fixtures import (
+    counts_message,
     heartbeat_message,
     incident_message,
     status_message,
@@ -328,4 +331,59 @@ def test_dispatcher_has_no_plan_setup(browser: Any, web: WebGateway, node: Any) 
         f"{web.base_url}/api/v1/sites/s1/nodes/n1/position", data={"x": 0.5, "y": 0.5}
     )
     assert refused.status == 403
+    page.context.close()
+
+
+def test_counts_compare_in_site_zone(browser: Any, web: WebGateway, node: Any) -> None:
+    admin = {
+        "Authorization": f"Bearer {create_token(web.gateway.db, 'admin', 'setup')}"
+    }
+    response = httpx.put(
+        f"{web.base_url}/api/v1/sites/s1/time-zone",
+        json={"time_zone": "Europe/Prague"},
+        headers=admin,
+    )
+    assert response.status_code == 200
+    for seq, (start, n_in, n_out) in enumerate(
+        [
+            (datetime(2024, 5, 31, 8, 45, tzinfo=UTC), 1, 1),
+            (datetime(2024, 6, 1, 8, 30, tzinfo=UTC), 3, 1),
+            (datetime(2024, 6, 1, 9, 15, tzinfo=UTC), 2, 0),
+        ],
+        1,
+    ):
+        message = counts_message(
+            seq=seq, start=start, lines=[("gate", "person", n_in, n_out)]
+        )
+        node.publish(*wire(message), qos=1)
+    wait_until(
+        lambda: (
+            int(web.gateway.db.query("SELECT COUNT(*) FROM count_lines")[0][0]) == 3
+        ),
+        10,
+        "3 count rows",
+    )
+    page = login_password(browser, web, "alice")
+    page.keyboard.press("3")
+    page.fill("#count-form input[name=from]", "2024-06-01T10:00")
+    page.fill("#count-form input[name=to]", "2024-06-01T12:00")
+    page.fill("#count-form input[name=compare]", "2024-05-31T10:00")
+    page.click("#count-form button[type=submit]")
+    page.wait_for_selector("#count-chart polyline.compare", state="attached")
+    note = page.inner_text("#count-note")
+    assert "Crossings in Europe/Prague, bucket 1h: total 6" in note
+    assert "against 2 in the comparison period (200.0 %)" in note
+    buckets = page.eval_on_selector_all(
+        "#count-table tbody tr td:first-child", "cells => cells.map(c => c.textContent)"
+    )
+    assert buckets == ["2024-06-01T10:00:00+02:00", "2024-06-01T11:00:00+02:00"]
+    href = page.get_attribute("#count-csv", "href")
+    assert "tz=Europe%2FPrague" in href
+    assert "from=2024-06-01T08%3A00%3A00.000Z" in href
+    csv = page.context.request.get(f"{web.base_url}{href}").text()
+    assert csv.splitlines() == [
+        "bucket_start,site,node,line,class,in,out",
+        "2024-06-01T10:00:00+02:00,s1,n1,gate,person,3,1",
+        "2024-06-01T11:00:00+02:00,s1,n1,gate,person,2,0",
+    ]
     page.context.close()

@@ -27,7 +27,7 @@ function niceMax(value) {
  * Draw series into `container`.
  * @param {HTMLElement} container
  * @param {{label: string, points: number[][], compare?: boolean, colour: number}[]} series
- * @param {{spanMs: number, xLabel: (x: number) => string, yLabel: string}} axes
+ * @param {{spanMs: number, bucketMs: number, xLabel: (x: number) => string, yLabel: string}} axes
  */
 export function drawChart(container, series, axes) {
   container.replaceChildren();
@@ -43,9 +43,12 @@ export function drawChart(container, series, axes) {
     root.append(svg("line", { class: "axis", x1: PAD.left, x2: WIDTH - PAD.right, y1: yOf(value), y2: yOf(value) }));
     root.append(svg("text", { x: PAD.left - 6, y: yOf(value) + 4, "text-anchor": "end" }, String(+value.toFixed(2))));
   }
-  for (let i = 0; i <= 6; i += 1) {
-    const x = (axes.spanMs * i) / 6;
-    const anchor = i === 0 ? "start" : i === 6 ? "end" : "middle";
+  // Ticks fall on bucket starts when there are few buckets, so two ticks
+  // never carry the same minute label.
+  const ticks = Math.max(1, Math.min(6, Math.round(axes.spanMs / axes.bucketMs)));
+  for (let i = 0; i <= ticks; i += 1) {
+    const x = (axes.spanMs * i) / ticks;
+    const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
     root.append(svg("text", { x: xOf(x), y: HEIGHT - PAD.bottom + 18, "text-anchor": anchor }, axes.xLabel(x)));
   }
   root.append(svg("text", { x: 8, y: 14 }, axes.yLabel));

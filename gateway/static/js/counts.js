@@ -6,6 +6,7 @@ import { drawChart } from "./chart.js";
 import { browserTimeZone, el, utcMsToZoned, zonedToUtcMs } from "./format.js";
 
 const ZONE_FIGURE = "max";
+const BUCKET_MS = { "1m": 60_000, "15m": 900_000, "1h": 3_600_000, "1d": 86_400_000 };
 
 export class CountsView {
   constructor({ siteTimeZone }) {
@@ -91,8 +92,18 @@ export class CountsView {
   draw(main, other, fromMs, toMs, compareMs) {
     const kind = this.form.elements.kind.value === "zones" ? "zones" : "lines";
     const tz = this.timeZone();
-    const series = toSeries(main[kind], kind, fromMs, false);
-    if (other) series.push(...toSeries(other[kind], kind, compareMs, true));
+    const all = toSeries(main[kind], kind, fromMs, false);
+    if (other) all.push(...toSeries(other[kind], kind, compareMs, true));
+    // All-zero series (classes the node reports but never saw) would only
+    // crowd the legend and reuse colours, so they are left out of the chart.
+    const series = all.filter((item) => item.points.some(([, value]) => value > 0));
+    // A comparison series takes the colour of its main series, dashed.
+    const colours = new Map();
+    for (const item of series) {
+      const base = item.label.replace(" (comparison)", "");
+      if (!colours.has(base)) colours.set(base, colours.size);
+      item.colour = colours.get(base);
+    }
     const total = (rows) => rows.reduce((sum, row) => sum + figures(row, kind).reduce((a, [, v]) => a + v, 0), 0);
     const mainTotal = total(main[kind]);
     let text = `${kind === "lines" ? "Crossings" : "Peak occupancy per bucket"} in ${tz}, bucket ${main.bucket}`;
@@ -102,10 +113,12 @@ export class CountsView {
       const change = otherTotal ? ` (${(((mainTotal - otherTotal) / otherTotal) * 100).toFixed(1)} %)` : "";
       text += ` against ${otherTotal} in the comparison period${change}`;
     }
-    document.getElementById("count-note").textContent = series.length ? text : "No counts in this period.";
+    if (all.length > series.length) text += `. ${all.length - series.length} series with only zeros are not drawn`;
+    document.getElementById("count-note").textContent = series.length ? `${text}.` : "No counts in this period.";
     drawChart(document.getElementById("count-chart"), series, {
       spanMs: toMs - fromMs,
-      xLabel: (x) => utcMsToZoned(fromMs + x, tz).replace("T", " ").slice(5),
+      bucketMs: BUCKET_MS[main.bucket] || 3_600_000,
+      xLabel: (x) => utcMsToZoned(fromMs + x, tz).replace("T", " ").slice(toMs - fromMs > 86_400_000 ? 5 : 11),
       yLabel: kind === "lines" ? "crossings" : "people/objects",
     });
     this.renderTable(main[kind], kind);
