@@ -102,9 +102,9 @@ def test_campus_rule_set_fires_only_known_events(
     clip = track_clip(vtest_avi, model_640, 10.0, 2, ByteTracker(10.0))
     bodies = replay(clip, IncidentEngine(quiet_rules(768, 576), COCO80_NAMES))
     starts = [body for body in bodies if body["phase"] == "start"]
-    unexpected = [body for body in starts if body["rule"] not in {"lawn", "loitering"}]
+    unexpected = [body for body in starts if body["rule"] != "lawn"]
     assert unexpected == []
-    # Two people walk across the lawn from about 53 s to 57 s.
+    # Two people walk onto the lawn at about 53-56 s.
     for body in starts:
         if body["rule"] == "lawn":
             started = datetime.fromisoformat(body["started_at"].replace("Z", "+00:00"))
