@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,15 +65,40 @@ class RunSummary:
 class Pipeline:
     """Runs one node: reads frames until the source ends or `stop` is set."""
 
-    def __init__(self, config: NodeConfig, sink: Sink) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        sink: Sink,
+        *,
+        on_frame: Callable[[Frame], None] | None = None,
+        max_stream_s: float | None = None,
+    ) -> None:
+        """Load the model and prepare the run.
+
+        Args:
+            config: the node config.
+            sink: where messages go.
+            on_frame: called after each processed frame, on the frame loop's
+                thread; the systemd watchdog and the model roll-out use it.
+                It must return quickly.
+            max_stream_s: stop after this many seconds of stream time.
+
+        Raises:
+            PipelineError: the model cannot be loaded.
+        """
         self.config = config
         self.sink = sink
         self.summary = RunSummary()
+        self._on_frame = on_frame
+        self._max_stream_s = max_stream_s
+        self._pending_config: NodeConfig | None = None
+        self._config_lock = threading.Lock()
         self._started_at = datetime.now(UTC)
         try:
             self.detector = self._open_detector()
         except DetectorError as error:
             raise PipelineError(f"cannot load the model: {error}") from error
+        self._resolution_wh: tuple[int, int] | None = None
         self._health = HealthProbe(config.outbox.path.parent)
         self._last_heartbeat = time.monotonic()
         self._window_frames = 0
@@ -130,14 +156,62 @@ class Pipeline:
             timer.add("decode", time.perf_counter() - decode_start)
             if state is None:
                 state = self._start_stream(frame, source)
+            self._apply_pending(state, frame.resolution_wh)
             self._process(frame, state)
+            if self._on_frame is not None:
+                self._on_frame(frame)
+            if self._max_stream_s is not None and frame.pts_s >= self._max_stream_s:
+                break
         if state is not None:
             last = state.analytics.flush()
             if last is not None:
                 self._send_counts(last)
 
+    def apply_live(self, config: NodeConfig) -> None:
+        """Swap lines, zones and masks at the next frame, without a restart.
+
+        Counts of the current interval are kept. The geometry is checked
+        against the current stream resolution before it is accepted.
+
+        Raises:
+            PipelineError: the new geometry is invalid for this stream.
+        """
+        resolution = self._resolution_wh
+        if resolution is not None:
+            try:
+                scene = Scene.from_config(config, resolution)
+                Analytics(
+                    scene.lines,
+                    scene.zones,
+                    reference=scene.reference,
+                    class_names=self.detector.class_names,
+                    detector_classes=config.detection.classes,
+                )
+            except GeometryError as error:
+                raise PipelineError(f"new geometry rejected: {error}") from error
+        with self._config_lock:
+            self._pending_config = config
+
+    def _apply_pending(self, state: _FrameState, resolution: tuple[int, int]) -> None:
+        with self._config_lock:
+            config, self._pending_config = self._pending_config, None
+        if config is None:
+            return
+        scene = Scene.from_config(config, resolution)
+        state.analytics.replace_geometry(scene.lines, scene.zones)
+        state.mask = PrivacyMask(scene.masks, resolution)
+        self.config = config
+        logger.info(
+            "applied config version %s live: %d lines, %d zones, %d masks",
+            config.config_version,
+            len(scene.lines),
+            len(scene.zones),
+            len(scene.masks),
+        )
+
     def _start_stream(self, frame: Frame, source: Any) -> _FrameState:  # noqa: ANN401
         resolution = frame.resolution_wh
+        self._resolution_wh = resolution
         try:
             scene = Scene.from_config(self.config, resolution)
             analytics = Analytics(
