@@ -479,6 +479,12 @@ def test_wrong_way_uses_net_displacement(path: Path, expected: int) -> None:
             "classes is empty",
         ),
         (
+            lambda: IntrusionRule(
+                name="crowd/10", classes=frozenset({"person"}), zones=(BOX_ZONE,)
+            ),
+            "rule name 'crowd/10' is invalid",
+        ),
+        (
             lambda: IntrusionRule(name="x", classes=frozenset({"person"}), zones=()),
             "zones is empty",
         ),
@@ -519,6 +525,7 @@ def test_wrong_way_uses_net_displacement(path: Path, expected: int) -> None:
     ids=[
         "zero-limit",
         "no-classes",
+        "slash-in-name",
         "no-zones",
         "margin-too-big",
         "metres-without-plane",

@@ -14,7 +14,7 @@ from edge.incidents.lifecycle import (
     Moment,
     Severity,
 )
-from edge.incidents.rules import RuleError, require_non_negative
+from edge.incidents.rules import RuleError, require_non_negative, require_rule_name
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class HealthSettings:
     cooldown_s: float = 60.0
 
     def __post_init__(self) -> None:
+        require_rule_name(self.offline_rule)
+        require_rule_name(self.degraded_rule)
         for field_name in (
             "target_fps",
             "rate_window_s",

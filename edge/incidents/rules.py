@@ -12,8 +12,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from edge.analytics.geometry import NAME_PATTERN, Polygon, Segment, check_name
 from edge.analytics.geometry import Point as GeometryPoint
-from edge.analytics.geometry import Polygon, Segment, check_name
 from edge.incidents.lifecycle import IncidentEvent, Moment, Severity
 from edge.incidents.schedule import ArmingSchedule
 from edge.types import Anchor
@@ -125,8 +125,7 @@ class RuleSettings:
     anchor: Anchor = Anchor.BOTTOM_CENTER
 
     def __post_init__(self) -> None:
-        if not self.name.strip():
-            raise RuleError("rule name is empty; give each rule a unique name")
+        require_rule_name(self.name)
         if not self.classes:
             raise RuleError(f"rule {self.name!r}: classes is empty; list at least one")
         for field_name in (
@@ -151,6 +150,16 @@ class RuleSettings:
         if self.min_size_m > 0 and self.ground_plane is not None:
             return self.ground_plane.size_m(view.xyxy) >= self.min_size_m
         return True
+
+
+def require_rule_name(name: str) -> None:
+    """Raise RuleError unless `name` fits the incident schema's name rule."""
+    if not NAME_PATTERN.match(name):
+        raise RuleError(
+            f"rule name {name!r} is invalid; use 1 to 64 characters, starting "
+            "with a letter or digit, then letters, digits, space, '_', '.', ':' "
+            "or '-'"
+        )
 
 
 def require_non_negative(rule: str, field_name: str, value: float) -> None:

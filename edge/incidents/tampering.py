@@ -28,7 +28,12 @@ from edge.incidents.lifecycle import (
     Moment,
     Severity,
 )
-from edge.incidents.rules import RuleError, require_non_negative, require_positive
+from edge.incidents.rules import (
+    RuleError,
+    require_non_negative,
+    require_positive,
+    require_rule_name,
+)
 from edge.incidents.schedule import ArmingSchedule
 from edge.types import Frame, Image
 
@@ -119,6 +124,7 @@ class TamperingSettings:
     schedule: ArmingSchedule | None = None
 
     def __post_init__(self) -> None:
+        require_rule_name(self.name)
         if self.work_width_px < 32:
             raise RuleError(
                 f"rule {self.name!r}: work_width_px={self.work_width_px} is too "
