@@ -20,40 +20,37 @@ _NODE_COLUMNS = (
 )
 
 
-def ensure_node(tx: Tx, site: str, node: str) -> None:
-    """Create the node's row if it does not exist yet."""
-    tx.execute(
-        (
-            "INSERT INTO nodes (site, node) VALUES (?, ?) ON CONFLICT (site, node) DO "
-            "NOTHING"
-        ),
-        (site, node),
-    )
+def mark_seen(tx: Tx, site: str, node: str, at_ms: int) -> tuple[str, int | None]:
+    """Create or update the node's row with its last-seen time.
 
+    The upsert also locks the row on PostgreSQL until the commit, so two
+    gateway instances that write the same node take turns.
 
-def _lock_node(tx: Tx, site: str, node: str, dialect: str) -> tuple[Any, ...]:
-    # Two PostgreSQL gateway instances may write the same node; FOR UPDATE
-    # serialises them on its row. SQLite already has one writer at a time.
-    suffix = " FOR UPDATE" if dialect == "postgres" else ""
+    Returns:
+        The node's state and last sequence number before this message.
+    """
     rows = tx.execute(
-        f"SELECT state, last_seq FROM nodes WHERE site = ? AND node = ?{suffix}",
-        (site, node),
+        "INSERT INTO nodes (site, node, last_seen_ms) VALUES (?, ?, ?) "
+        "ON CONFLICT (site, node) DO UPDATE SET last_seen_ms = excluded.last_seen_ms "
+        "RETURNING state, last_seq",
+        (site, node, at_ms),
     )
-    return rows[0]
+    state, last_seq = rows[0]
+    return str(state), None if last_seq is None else int(last_seq)
 
 
-def touch(tx: Tx, site: str, node: str, at_ms: int, dialect: str) -> None:
-    """Record that the node sent something; an offline node comes back online."""
-    ensure_node(tx, site, node)
-    state, _ = _lock_node(tx, site, node, dialect)
-    tx.execute(
-        "UPDATE nodes SET last_seen_ms = ? WHERE site = ? AND node = ?",
-        (at_ms, site, node),
-    )
+def touch(tx: Tx, site: str, node: str, at_ms: int) -> int | None:
+    """Record that the node sent something; an offline node comes back online.
+
+    Returns:
+        The node's last sequence number before this message.
+    """
+    state, last_seq = mark_seen(tx, site, node, at_ms)
     if state != "online":
         _set_state(
             tx, site, node, state="online", reason="message_received", at_ms=at_ms
         )
+    return last_seq
 
 
 def _set_state(
@@ -82,20 +79,18 @@ def _set_state(
     logger.info("node %s/%s is %s (%s)", site, node, state, reason)
 
 
-def apply_status(tx: Tx, message: dict[str, Any], at_ms: int, dialect: str) -> None:
+def apply_status(tx: Tx, message: dict[str, Any], at_ms: int) -> None:
     """Apply a status message, including the Last Will (state offline)."""
     site, node = message["site"], message["node"]
-    ensure_node(tx, site, node)
-    state, _ = _lock_node(tx, site, node, dialect)
+    state, _ = mark_seen(tx, site, node, at_ms)
     model = message.get("model") or {}
     tx.execute(
-        "UPDATE nodes SET last_seen_ms = ?, "
+        "UPDATE nodes SET "
         "software_version = COALESCE(?, software_version), "
         "model_name = COALESCE(?, model_name), model_sha256 = COALESCE(?, "
         "model_sha256), "
         "config_version = COALESCE(?, config_version) WHERE site = ? AND node = ?",
         (
-            at_ms,
             message.get("software_version"),
             model.get("name"),
             model.get("sha256"),
@@ -116,10 +111,10 @@ def apply_status(tx: Tx, message: dict[str, Any], at_ms: int, dialect: str) -> N
         )
 
 
-def apply_heartbeat(tx: Tx, message: dict[str, Any], at_ms: int, dialect: str) -> None:
+def apply_heartbeat(tx: Tx, message: dict[str, Any], at_ms: int) -> None:
     """Apply a heartbeat: health figures, and back online if it was offline."""
     site, node = message["site"], message["node"]
-    touch(tx, site, node, at_ms, dialect)
+    touch(tx, site, node, at_ms)
     outbox = message.get("outbox") or {}
     tx.execute(
         "UPDATE nodes SET last_heartbeat_ms = ?, fps = ?, target_fps = ?, "
@@ -150,16 +145,15 @@ def apply_config_state(tx: Tx, message: dict[str, Any]) -> None:
 
 
 def track_sequence(
-    tx: Tx, site: str, node: str, *, seq: int, at_ms: int, dialect: str
+    tx: Tx, site: str, node: str, *, seq: int, last: int | None, at_ms: int
 ) -> None:
     """Update the node's sequence state with a counts or incident message's seq.
 
     A seq above last+1 opens a gap. A seq inside an open gap fills it, so the
     gap shrinks, splits or closes. A lower seq outside every gap means the
     node's outbox was reset: the reset is counted and seq becomes the last.
+    `last` is the node's last seq as `touch` returned it, with the row locked.
     """
-    ensure_node(tx, site, node)
-    _, last = _lock_node(tx, site, node, dialect)
     if last is None or seq == last + 1:
         _set_last_seq(tx, site, node, seq)
         return

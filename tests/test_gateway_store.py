@@ -370,3 +370,15 @@ def test_config_state_updates_node(db: Database) -> None:
     message.update(request_id="r1", state="applied", config_version="v7")
     ingest(db, message)
     assert nodes.list_nodes(db)[0]["config_version"] == "v7"
+
+
+def test_store_error_isolated_in_batch(db: Database) -> None:
+    # A seq beyond 64 bits passes the schema (no maximum) but no database
+    # stores it, so that one message becomes a store_error dead letter.
+    too_big = counts_message(seq=2**70)
+    ingest(db, counts_message(seq=1), too_big, counts_message(seq=2))
+    assert scalar(db, "SELECT COUNT(*) FROM messages") == 2
+    assert scalar(db, "SELECT COUNT(*) FROM count_lines") == 2
+    reasons = db.query("SELECT reason, topic FROM dead_letters")
+    assert reasons == [("store_error", "sitlab/v1/s1/n1/counts")]
+    assert scalar(db, "SELECT value FROM counters WHERE name = 'accepted.counts'") == 2
