@@ -22,8 +22,9 @@ from gateway.timeutil import ms_iso, now_ms
 
 logger = logging.getLogger(__name__)
 
-# A 5 MB limit fits a 4000 x 3000 PNG floor plan; larger scans should be
-# downscaled before upload, because every page load fetches the image.
+# Every page load fetches the image, so it is capped at 5 MB. A simple
+# line-drawn floor plan of 4000 x 3000 px is usually well below that as PNG
+# (an estimate, not measured here).
 MAX_IMAGE_BYTES = 5_000_000
 # SVG is left out on purpose: an SVG opened as a page runs its scripts.
 IMAGE_SIGNATURES = {
@@ -32,9 +33,9 @@ IMAGE_SIGNATURES = {
     "image/webp": (b"RIFF",),
 }
 
-# NOTE: these tables are created here with IF NOT EXISTS rather than by a
-# numbered migration under gateway/migrations, because that folder belongs
-# to the store; move them into the next migration of both backends.
+# NOTE: these tables are created with IF NOT EXISTS instead of a numbered
+# migration, because gateway/migrations belongs to the store. Move them into
+# the next migration of both backends.
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS site_settings ("
     "site TEXT PRIMARY KEY, time_zone TEXT, plan_content_type TEXT, "

@@ -4,10 +4,10 @@
 builds. The page is plain HTML, CSS and ES modules under `gateway/static`,
 with no build step and no request to any other host.
 
-The page never holds a token in JavaScript: a password login (POST
+JavaScript on the page never sees a token. A password login (POST
 /api/v1/login) or a token login (POST /api/v1/session) sets the HttpOnly
-session cookie, which both fetch() and EventSource send, because
-EventSource cannot send an Authorization header.
+session cookie. Both fetch() and EventSource send that cookie, which
+matters because EventSource cannot send an Authorization header.
 """
 # No `from __future__ import annotations`: FastAPI reads the dependencies in
 # the annotations of the nested endpoint functions at definition time.
@@ -28,11 +28,11 @@ from gateway.store import Database
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# Same name as gateway.api.SESSION_COOKIE; it is repeated here because
-# gateway.api imports this module, and a cycle would break the import.
+# Same name as gateway.api.SESSION_COOKIE. It is repeated here because
+# gateway.api may import this module, and an import cycle would fail.
 SESSION_COOKIE = "sitlab_session"
-# The page loads only its own files; inline scripts and other hosts are
-# blocked, and data:/blob: images cover the evidence and plan previews.
+# The page loads only its own files, so inline scripts and other hosts are
+# blocked. data: and blob: images are allowed for local previews.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
     "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
@@ -132,8 +132,8 @@ def session_router(db: Database) -> APIRouter:
         """Clear the session cookie and revoke it when it came from a password login."""
         token = request.cookies.get(SESSION_COOKIE)
         found = auth.authenticate(db, token) if token else None
-        # A token created by a password login exists only for this session;
-        # an API token is shared with scripts, so logging out keeps it valid.
+        # A token created by a password login exists only for this session.
+        # An API token may be shared with scripts, so logging out keeps it.
         if found is not None and found.name.startswith("login:"):
             auth.revoke_token(db, found.token_id)
         response = Response(status_code=204)
@@ -172,7 +172,7 @@ def site_router(db: Database) -> APIRouter:
     async def put_plan(
         site: str, request: Request, who: Annotated[auth.Principal, admin]
     ) -> dict[str, Any]:
-        """Upload or replace the plan image; the body is the raw PNG, JPEG or WebP."""
+        """Upload or replace the plan image, sent as the raw PNG, JPEG or WebP body."""
         data = await request.body()
         content_type = request.headers.get("content-type", "")
         try:

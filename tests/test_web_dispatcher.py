@@ -344,6 +344,7 @@ def test_counts_compare_in_site_zone(browser: Any, web: WebGateway, node: Any) -
         headers=admin,
     )
     assert response.status_code == 200
+
     for seq, (start, n_in, n_out) in enumerate(
         [
             (datetime(2024, 5, 31, 8, 45, tzinfo=UTC), 1, 1),
@@ -363,6 +364,7 @@ def test_counts_compare_in_site_zone(browser: Any, web: WebGateway, node: Any) -
         10,
         "3 count rows",
     )
+
     page = login_password(browser, web, "alice")
     page.keyboard.press("3")
     page.fill("#count-form input[name=from]", "2024-06-01T10:00")
@@ -377,6 +379,7 @@ def test_counts_compare_in_site_zone(browser: Any, web: WebGateway, node: Any) -
         "#count-table tbody tr td:first-child", "cells => cells.map(c => c.textContent)"
     )
     assert buckets == ["2024-06-01T10:00:00+02:00", "2024-06-01T11:00:00+02:00"]
+
     href = page.get_attribute("#count-csv", "href")
     assert "tz=Europe%2FPrague" in href
     assert "from=2024-06-01T08%3A00%3A00.000Z" in href

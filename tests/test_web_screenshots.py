@@ -1,11 +1,10 @@
 """Screenshots of the dispatcher page from a real node run on vtest.avi.
 
 The node (`python -m edge.cli run`) detects and counts on the real clip and
-publishes to a real Mosquitto; the gateway ingests and serves the page. The
-node command line does not run incident rules yet, so the crowding incident
-is built here the way the node's engine builds one: real detections on a
-real frame, anonymised by the node's evidence renderer, then published
-over MQTT as the node would.
+publishes to a real Mosquitto, and the gateway ingests and serves the page.
+The node command line does not run incident rules yet. So this test builds
+the crowding incident from real detections on a real frame, anonymises it
+with the node's evidence renderer, and publishes it over MQTT as a node.
 """
 
 from __future__ import annotations
@@ -58,8 +57,8 @@ def start_node(
     """Start the node with the quick-trial flags' settings, as a config file.
 
     The file adds one thing the flags cannot set: a 2 s heartbeat instead of
-    30 s, because the whole clip may take less than 30 s on a fast machine
-    and the node map needs a heartbeat to show frame rate and outbox depth.
+    30 s. The whole clip may take less than 30 s on a fast machine, and the
+    node map needs a heartbeat to show frame rate and outbox depth.
     """
     config = tmp_path / "node.yaml"
     config.write_text(

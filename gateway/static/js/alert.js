@@ -1,6 +1,6 @@
 // Audible and visual alert for new incidents. The beep is generated with
-// WebAudio, so no sound file is needed; the mute choice survives reloads
-// in localStorage.
+// WebAudio, so no sound file is needed. The mute choice is kept in
+// localStorage, so it survives reloads.
 
 const MUTE_KEY = "sitlab.dispatcher.muted";
 let audio = null;
@@ -22,14 +22,14 @@ export function toggleMute(button) {
   showMute(button);
 }
 
-/** Prepare the mute button; call from a user gesture so audio may start. */
+/** Prepare the mute button. Call it from a user gesture, so audio may start. */
 export function setupAlert(button) {
   showMute(button);
   button.addEventListener("click", () => toggleMute(button));
   unlockAudio();
 }
 
-/** Create or resume the AudioContext; browsers allow it only after a gesture. */
+/** Create or resume the AudioContext, which browsers allow only after a gesture. */
 export function unlockAudio() {
   const Context = window.AudioContext || window.webkitAudioContext;
   if (!Context) return;
@@ -39,8 +39,8 @@ export function unlockAudio() {
 
 function beep() {
   if (!audio || isMuted()) return false;
-  // Two short 880 Hz tones: distinct from office sounds, and short enough
-  // to repeat for every new incident without drowning a radio call.
+  // Two short 880 Hz tones, chosen to stand out from office sounds and to
+  // be short enough to repeat for every new incident.
   const start = audio.currentTime;
   for (const offset of [0, 0.25]) {
     const oscillator = audio.createOscillator();

@@ -1,5 +1,5 @@
 // Fetch wrapper for the gateway API. Requests carry the HttpOnly session
-// cookie; errors become ApiError with the status and the server's detail.
+// cookie, and errors become ApiError with the status and the server's detail.
 
 export class ApiError extends Error {
   constructor(status, detail) {

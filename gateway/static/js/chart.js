@@ -1,6 +1,6 @@
-// A small SVG line chart: no library, no build step. Each series is a list
-// of [x, y] points with x in ms from the period start; comparison series
-// are drawn dashed on the same x axis.
+// A small SVG line chart with no library and no build step. Each series is
+// a list of [x, y] points, with x in ms from the period start. Comparison
+// series are drawn dashed on the same x axis.
 
 const NS = "http://www.w3.org/2000/svg";
 const WIDTH = 960;
@@ -48,7 +48,9 @@ export function drawChart(container, series, axes) {
   const ticks = Math.max(1, Math.min(6, Math.round(axes.spanMs / axes.bucketMs)));
   for (let i = 0; i <= ticks; i += 1) {
     const x = (axes.spanMs * i) / ticks;
-    const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
+    let anchor = "middle";
+    if (i === 0) anchor = "start";
+    if (i === ticks) anchor = "end";
     root.append(svg("text", { x: xOf(x), y: HEIGHT - PAD.bottom + 18, "text-anchor": anchor }, axes.xLabel(x)));
   }
   root.append(svg("text", { x: 8, y: 14 }, axes.yLabel));

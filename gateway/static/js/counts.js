@@ -97,6 +97,7 @@ export class CountsView {
     // All-zero series (classes the node reports but never saw) would only
     // crowd the legend and reuse colours, so they are left out of the chart.
     const series = all.filter((item) => item.points.some(([, value]) => value > 0));
+
     // A comparison series takes the colour of its main series, dashed.
     const colours = new Map();
     for (const item of series) {
@@ -104,6 +105,7 @@ export class CountsView {
       if (!colours.has(base)) colours.set(base, colours.size);
       item.colour = colours.get(base);
     }
+
     const total = (rows) => rows.reduce((sum, row) => sum + figures(row, kind).reduce((a, [, v]) => a + v, 0), 0);
     const mainTotal = total(main[kind]);
     let text = `${kind === "lines" ? "Crossings" : "Peak occupancy per bucket"} in ${tz}, bucket ${main.bucket}`;
@@ -115,6 +117,7 @@ export class CountsView {
     }
     if (all.length > series.length) text += `. ${all.length - series.length} series with only zeros are not drawn`;
     document.getElementById("count-note").textContent = series.length ? `${text}.` : "No counts in this period.";
+
     drawChart(document.getElementById("count-chart"), series, {
       spanMs: toMs - fromMs,
       bucketMs: BUCKET_MS[main.bucket] || 3_600_000,

@@ -51,12 +51,14 @@ export class IncidentQueue {
     return incident.state !== "resolved";
   }
 
-  /** Re-fetch the list; used on load, on filter change and after every stream (re)open. */
+  /** Re-fetch the list on load, on a filter change and after every stream (re)open. */
   async refresh() {
     const filter = this.filterValues();
-    // The default view asks for open and acknowledged separately, so a long
+    // The default view requests open and acknowledged separately, so a long
     // tail of resolved incidents cannot push an old open one off the list.
-    const states = filter.state === "any" ? [undefined] : filter.state ? [filter.state] : ["open", "acknowledged"];
+    let states = ["open", "acknowledged"];
+    if (filter.state === "any") states = [undefined];
+    else if (filter.state) states = [filter.state];
     let list;
     try {
       const pages = await Promise.all(states.map((state) => get(`/api/v1/incidents${query({
@@ -143,7 +145,7 @@ export class IncidentQueue {
       row.tabIndex = on ? 0 : -1;
       if (on && focus) row.focus();
     }
-    this.showDetail(id);
+    return this.showDetail(id);
   }
 
   move(step) {
@@ -157,9 +159,9 @@ export class IncidentQueue {
   onRowKey(event) {
     if (event.key === "Enter") {
       const row = event.target.closest("tr[data-id]");
-      if (row) this.select(row.dataset.id, false);
-      this.detail.querySelector("button")?.focus();
       event.preventDefault();
+      if (!row) return;
+      this.select(row.dataset.id, false).then(() => this.detail.querySelector("button")?.focus());
     }
   }
 

@@ -1,8 +1,8 @@
 // Live event stream. The browser's EventSource reconnects by itself and
-// sends Last-Event-ID; when it gives up (an HTTP error closes it), this
-// opens a new one with ?after=<last id> after a growing delay. Every
+// sends Last-Event-ID. When it gives up (an HTTP error closes it), this
+// class opens a new one with ?after=<last id> after a growing delay. Every
 // (re)open calls onOpen, so the page re-fetches what it may have missed,
-// including events that retention removed from the log in the meantime.
+// including incidents whose events retention has deleted meanwhile.
 
 const MAX_DELAY_MS = 30_000;
 

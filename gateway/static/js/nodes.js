@@ -45,7 +45,7 @@ export class NodesView {
     if (session.role === "admin") this.setupAdmin();
   }
 
-  /** Time zone of a site, or null when none is set. */
+  /** Return the site's time zone, or null when none is set. */
   timeZone(site) {
     return this.sites.get(site)?.time_zone || null;
   }
