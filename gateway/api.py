@@ -3,6 +3,7 @@
 # the annotations of the nested endpoint functions at definition time.
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -61,8 +62,19 @@ def _parse_time(name: str, value: str | None) -> int | None:
     return to_ms(moment)
 
 
-def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, PLR0915
-    """Build the FastAPI application on an open, migrated database."""
+def create_app(  # noqa: C901, PLR0915
+    db: Database,
+    config: GatewayConfig,
+    status: Callable[[], dict[str, Any]] | None = None,
+) -> FastAPI:
+    """Build the FastAPI application on an open, migrated database.
+
+    Args:
+        db: the store.
+        config: the gateway configuration.
+        status: returns ingest figures (broker connection, writer queue) for
+            /healthz; None when the API runs without an ingest side.
+    """
     app = FastAPI(title="SITLab gateway", version="1", openapi_url="/openapi.json")
 
     def principal(
@@ -109,7 +121,7 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
     def healthz() -> dict[str, Any]:
         """Check that the API and the database respond; needs no token."""
         db.query("SELECT 1")
-        return {"status": "ok"}
+        return {"status": "ok", **(status() if status else {})}
 
     @app.get("/api/v1/nodes", dependencies=[viewer])
     def get_nodes(site: str | None = None) -> list[dict[str, Any]]:
@@ -332,6 +344,9 @@ def create_app(db: Database, config: GatewayConfig) -> FastAPI:  # noqa: C901, P
     def post_login(body: LoginRequest, response: Response) -> dict[str, Any]:
         """Exchange a user name and password for a session token (also a cookie)."""
         ttl_s = config.api.session_ttl_h * 3600
+        # NOTE: failed logins are logged but not rate-limited; scrypt makes
+        # each guess cost about 50 ms of CPU. Put a limit in front of this
+        # route before the API is reachable from outside the control room.
         found = auth.login(db, body.username, body.password, ttl_s)
         if found is None:
             logger.warning("failed login for user %r", body.username)

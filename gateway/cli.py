@@ -93,7 +93,7 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
 def _run(config: GatewayConfig) -> int:
     gateway = Gateway(config)
     gateway.start()
-    app = create_app(gateway.db, config)
+    app = create_app(gateway.db, config, gateway.status)
     try:
         uvicorn.run(
             app,

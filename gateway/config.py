@@ -63,6 +63,16 @@ class MqttSettings(_Section):
         le=3600,
         description="MQTT keepalive; lower detects a dead broker sooner.",
     )
+    receive_maximum: int = Field(
+        2000,
+        ge=1,
+        le=65535,
+        description=(
+            "Most QoS 1 messages the broker sends before the gateway acknowledges "
+            "them (MQTT 5 Receive Maximum). It bounds the writer queue. Lower "
+            "than store.batch_max starves the batches."
+        ),
+    )
 
     @field_validator("url")
     @classmethod

@@ -84,11 +84,13 @@ class MqttIngest:
         shared_group: str | None = None,
         session_expiry_s: int = 86400,
         keepalive_s: int = 30,
+        receive_maximum: int = 2000,
     ) -> None:
         self.address = BrokerAddress.parse(url)
         self.subscription = topic_filter(shared_group)
         self.session_expiry_s = session_expiry_s
         self.keepalive_s = keepalive_s
+        self.receive_maximum = receive_maximum
         self.connected = threading.Event()
         self._sink = sink
         self._client = mqtt.Client(
@@ -110,6 +112,9 @@ class MqttIngest:
         """Connect in the background; paho reconnects by itself after a loss."""
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.session_expiry_s
+        # Acknowledgements wait for the commit, so this also caps how many
+        # received messages sit in memory waiting for the writer.
+        properties.ReceiveMaximum = self.receive_maximum
         self._client.connect_async(
             self.address.host,
             self.address.port,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.mqtt_client import MqttIngest
@@ -34,6 +35,7 @@ class Gateway:
             shared_group=config.mqtt.shared_group,
             session_expiry_s=config.mqtt.session_expiry_s,
             keepalive_s=config.mqtt.keepalive_s,
+            receive_maximum=config.mqtt.receive_maximum,
         )
         self.retention = RetentionTask(self.db, config.retention)
         self._stop = threading.Event()
@@ -58,6 +60,14 @@ class Gateway:
         self.retention.stop()
         self._sweeper.join(10)
         logger.info("gateway stopped")
+
+    def status(self) -> dict[str, Any]:
+        """Return the ingest figures that /healthz shows."""
+        return {
+            "mqtt_connected": self.mqtt.connected.is_set(),
+            "writer_queue": self.writer.depth(),
+            "committed": self.writer.committed,
+        }
 
     def _sweep(self) -> None:
         nodes = self.config.nodes

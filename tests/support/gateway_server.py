@@ -44,7 +44,7 @@ class InProcessGateway:
         self.gateway = Gateway(config)
         self.server = uvicorn.Server(
             uvicorn.Config(
-                create_app(self.gateway.db, config),
+                create_app(self.gateway.db, config, self.gateway.status),
                 host=config.api.host,
                 port=config.api.port,
                 log_level="warning",
