@@ -26,6 +26,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from edge.config_calibration import GroundConfig, LensConfig, TamperingConfig
+from edge.config_rules import IncidentsConfig, RuleConfig, rule_classes
 from edge.types import Anchor
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -341,6 +342,10 @@ class NodeConfig(_Strict):
     zones: list[ZoneConfig] = Field(default_factory=list)
     masks: list[MaskConfig] = Field(default_factory=list)
     counts: CountsConfig = Field(default_factory=CountsConfig)
+    rules: list[RuleConfig] = Field(
+        default_factory=list, description="Incident rules on the zones and lines."
+    )
+    incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     lens: LensConfig | None = None
@@ -372,7 +377,32 @@ class NodeConfig(_Strict):
             )
         self._check_unique("lines", [line.name for line in self.lines])
         self._check_unique("zones", [zone.name for zone in self.zones])
+        self._check_unique("rules", [rule.name for rule in self.rules])
+        self._check_rules()
         return self
+
+    def _check_rules(self) -> None:
+        zones = {zone.name for zone in self.zones}
+        lines = {line.name for line in self.lines}
+        detected = set(self.detection.classes)
+        for rule in self.rules:
+            targets, known, kind = (
+                (rule.lines, lines, "lines")
+                if rule.type == "wrong_way"
+                else (rule.zones, zones, "zones")
+            )
+            for name in targets:
+                if name not in known:
+                    raise ValueError(
+                        f"rule {rule.name!r} refers to {kind[:-1]} {name!r}, which is "
+                        f"not configured; configured {kind}: {sorted(known) or 'none'}"
+                    )
+            missing = [cls for cls in rule_classes(rule) if cls not in detected]
+            if missing:
+                raise ValueError(
+                    f"rule {rule.name!r} watches {missing}, which detection.classes "
+                    "drops before tracking; add them to detection.classes"
+                )
 
     @staticmethod
     def _check_unique(field: str, names: list[str]) -> None:
@@ -454,7 +484,12 @@ def _resolve_paths(config: NodeConfig, base_dir: Path) -> NodeConfig:
             for name in ("password_file", "ca_file", "cert_file", "key_file")
         }
     )
-    return config.model_copy(update={"model": model, "outbox": outbox, "mqtt": mqtt})
+    update: dict[str, Any] = {"model": model, "outbox": outbox, "mqtt": mqtt}
+    if config.tampering is not None:
+        update["tampering"] = config.tampering.model_copy(
+            update={"reference_frame": resolve(config.tampering.reference_frame)}
+        )
+    return config.model_copy(update=update)
 
 
 def load_yaml(path: Path) -> Any:  # noqa: ANN401

@@ -19,6 +19,9 @@ from edge.analytics import Analytics, CountsInterval, GeometryError
 from edge.config import NodeConfig
 from edge.detector import Detector, DetectorError
 from edge.health import HealthProbe
+from edge.incident_setup import IncidentSetupError, build_engine
+from edge.incidents import IncidentEngine, Moment
+from edge.incidents.engine import close_rules
 from edge.masks import PrivacyMask
 from edge.messages import utc_iso
 from edge.scene import Scene
@@ -45,6 +48,7 @@ class RunSummary:
     stream_s: float = 0.0
     messages: int = 0
     line_totals: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    incidents: list[dict[str, Any]] = field(default_factory=list)
     timer: StageTimer = field(default_factory=StageTimer)
 
     def describe(self) -> str:
@@ -99,6 +103,10 @@ class Pipeline:
         except DetectorError as error:
             raise PipelineError(f"cannot load the model: {error}") from error
         self._resolution_wh: tuple[int, int] | None = None
+        self._engine: IncidentEngine | None = None
+        self._engine_lock = threading.Lock()
+        self._source_online = True
+        self._last_frame: Frame | None = None
         self._health = HealthProbe(config.outbox.path.parent)
         self._last_heartbeat = time.monotonic()
         self._window_frames = 0
@@ -130,6 +138,7 @@ class Pipeline:
                 fps=source_config.fps,
                 read_timeout_s=source_config.read_timeout_s,
                 reconnect_max_s=source_config.reconnect_max_s,
+                on_status=self._on_source_status,
             )
         except SourceError as error:
             raise PipelineError(str(error)) from error
@@ -156,8 +165,9 @@ class Pipeline:
             timer.add("decode", time.perf_counter() - decode_start)
             if state is None:
                 state = self._start_stream(frame, source)
-            self._apply_pending(state, frame.resolution_wh)
+            self._apply_pending(state, frame)
             self._process(frame, state)
+            self._last_frame = frame
             if self._on_frame is not None:
                 self._on_frame(frame)
             if self._max_stream_s is not None and frame.pts_s >= self._max_stream_s:
@@ -166,6 +176,17 @@ class Pipeline:
             last = state.analytics.flush()
             if last is not None:
                 self._send_counts(last)
+            self._close_incidents()
+
+    def _close_incidents(self) -> None:
+        """End open incidents when the run ends, so none stays open upstream."""
+        if self._last_frame is None:
+            return
+        moment = Moment(self._last_frame.pts_s, self._last_frame.captured_at)
+        with self._engine_lock:
+            bodies = close_rules(self._engine, moment) if self._engine else []
+        for body in bodies:
+            self._send_incident(body)
 
     def apply_live(self, config: NodeConfig) -> None:
         """Swap lines, zones and masks at the next frame, without a restart.
@@ -187,19 +208,33 @@ class Pipeline:
                     class_names=self.detector.class_names,
                     detector_classes=config.detection.classes,
                 )
-            except GeometryError as error:
+                build_engine(config, scene, resolution, self.detector.class_names)
+            except (GeometryError, IncidentSetupError) as error:
                 raise PipelineError(f"new geometry rejected: {error}") from error
         with self._config_lock:
             self._pending_config = config
 
-    def _apply_pending(self, state: _FrameState, resolution: tuple[int, int]) -> None:
+    def _apply_pending(self, state: _FrameState, frame: Frame) -> None:
         with self._config_lock:
             config, self._pending_config = self._pending_config, None
         if config is None:
             return
+        resolution = frame.resolution_wh
         scene = Scene.from_config(config, resolution)
         state.analytics.replace_geometry(scene.lines, scene.zones)
         state.mask = PrivacyMask(scene.masks, resolution)
+        engine = build_engine(config, scene, resolution, self.detector.class_names)
+        with self._engine_lock:
+            # Open incidents of the old rule set end now, so none stays open
+            # at the gateway without an end.
+            closing = (
+                close_rules(self._engine, Moment(frame.pts_s, frame.captured_at))
+                if self._engine is not None
+                else []
+            )
+            self._engine = engine
+        for body in closing:
+            self._send_incident(body)
         self.config = config
         logger.info(
             "applied config version %s live: %d lines, %d zones, %d masks",
@@ -222,7 +257,8 @@ class Pipeline:
                 detector_classes=self.config.detection.classes,
                 interval_s=self.config.counts.interval_s,
             )
-        except GeometryError as error:
+            engine = build_engine(self.config, scene, resolution, self.detector.class_names)
+        except (GeometryError, IncidentSetupError) as error:
             raise PipelineError(str(error)) from error
         frame_rate = source.fps or self.config.source.fps or 10.0
         tracker_config = self.config.tracker
@@ -244,6 +280,8 @@ class Pipeline:
             len(scene.zones),
             len(scene.masks),
         )
+        with self._engine_lock:
+            self._engine = engine
         return _FrameState(
             tracker=tracker,
             analytics=analytics,
@@ -264,7 +302,11 @@ class Pipeline:
         tracked = TrackedFrame(frame=frame, tracks=tracks, ended_track_ids=ended)
         with timer.stage("analytics"):
             intervals = state.analytics.update(tracked)
+        with timer.stage("incidents"), self._engine_lock:
+            incidents = self._engine.process(tracked) if self._engine else []
         with timer.stage("publish"):
+            for body in incidents:
+                self._send_incident(body)
             for interval in intervals:
                 self._send_counts(interval)
             self._maybe_heartbeat(frame)
@@ -293,6 +335,25 @@ class Pipeline:
                 self.summary.line_totals[key] = (
                     self.summary.line_totals.get(key, 0) + row[direction]
                 )
+
+    def _send_incident(self, body: dict[str, Any]) -> None:
+        self.sink.send("incident", body)
+        self.summary.messages += 1
+        self.summary.incidents.append(body)
+
+    def _on_source_status(self, event: Any) -> None:  # noqa: ANN401
+        """Turn a live source's offline/online event into camera incidents.
+
+        Called on the source's own thread, so the engine is locked.
+        """
+        online = str(event.status) == "online"
+        self._source_online = online
+        with self._engine_lock:
+            if self._engine is None:
+                return
+            bodies = self._engine.on_source_state(online, event.at)
+        for body in bodies:
+            self._send_incident(body)
 
     def _send_status(self) -> None:
         info = self.detector.model_info
@@ -325,7 +386,7 @@ class Pipeline:
             ),
             "fps": round(self._window_frames / elapsed, 2),
             "inference_ms": round(1000.0 * seconds / calls, 2) if calls else 0.0,
-            "source_state": "online",
+            "source_state": "online" if self._source_online else "offline",
             "config_version": self.config.config_version,
         }
         body.update(self._health.sample())

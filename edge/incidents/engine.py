@@ -171,3 +171,17 @@ class IncidentEngine:
                 class_id,
             )
         return f"class_{class_id}"
+
+
+def close_rules(engine: IncidentEngine, now: Moment) -> list[dict[str, Any]]:
+    """End every open rule incident of `engine`, for a rule set being replaced.
+
+    Tampering and camera-health incidents stay with the engine's monitors,
+    which the replacement engine does not share; they are ended too.
+    """
+    events: list[IncidentEvent] = []
+    for state in engine._states:  # noqa: SLF001
+        events.extend(state.disarm(now))
+    if engine._tampering is not None:  # noqa: SLF001
+        events.extend(engine._tampering.disarm(now))  # noqa: SLF001
+    return [event.to_body() for event in events]
