@@ -67,6 +67,10 @@ class ScheduledPipeline(Pipeline):
 
     This is how the node's loop is meant to use `CaptureThread` and
     `DetectionScheduler`; the benchmark and the throughput tests run it.
+    NOTE: motion runs here before the privacy mask, because `_process`
+    applies the mask. The node should plan after masking, so masked areas
+    cannot gate detection on; the benchmarks use no masks.
+
     It also records each frame's wall time for percentiles, and calls
     `between_frames` (when set) before each frame, outside the frame's time.
     """
@@ -116,15 +120,18 @@ class ScheduledPipeline(Pipeline):
                     break
                 if state is None:
                     state = self._start_stream(frame, source)
+                self._apply_pending(state, frame)
                 with timer.stage("motion"):
                     self._plan = scheduler.plan(frame)
                 self._process(frame, state)
+                self._last_frame = frame
                 self.frame_times_s.append(time.perf_counter() - started)
         self.capture_stats = capture.stats
         if state is not None:
             last = state.analytics.flush()
             if last is not None:
                 self._send_counts(last)
+            self._close_incidents()
 
     def _detect(self, frame: Frame) -> Detections:
         plan = self._plan

@@ -49,7 +49,7 @@ def test_file_reader_stays_bounded_ahead() -> None:
     time.sleep(0.2)
     read_ahead = capture.stats.frames_read
     capture.close()
-    # The queue holds `depth` frames and the reader holds one it cannot put.
+    # The queue contains `depth` frames and the reader has one it cannot put.
     assert read_ahead <= 4
 
 
