@@ -31,7 +31,7 @@ _POLL_S = 0.1
 
 
 class CaptureError(RuntimeError):
-    """The capture thread is misused, or it died with an unexpected error."""
+    """An invalid capture setting; the message names the value."""
 
 
 @dataclass(frozen=True, slots=True)

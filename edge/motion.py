@@ -166,7 +166,7 @@ class MotionConfig(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class MotionResult:
-    """What the motion detector saw on one frame.
+    """Motion found on one frame.
 
     Attributes:
         boxes: motion boxes in frame pixels (xyxy), empty when there is no
@@ -318,8 +318,8 @@ def plan_regions(
     """Turn motion boxes into crops of at least `crop_wh`, merged where they overlap.
 
     Each crop is centred on its motion box, grown to the model input size so
-    the detector sees it at full resolution, and shifted to stay inside the
-    frame. Overlapping crops are merged into their bounding box.
+    that the detector gets it at full resolution, and shifted to stay inside
+    the frame. Overlapping crops are merged into their bounding box.
 
     Returns:
         The crops in frame pixels, or None when the whole frame should be

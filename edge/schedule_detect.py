@@ -36,7 +36,7 @@ _RATE_SLACK_S = 0.0005
 
 
 class Reason(enum.StrEnum):
-    """Why the scheduler ran or skipped detection on a frame."""
+    """Reason the scheduler ran or skipped detection on a frame."""
 
     FIRST = "first"
     INTERVAL = "interval"
@@ -88,8 +88,8 @@ class DetectionScheduler:
     def plan(self, frame: Frame) -> DetectionPlan:
         """Decide for `frame`, and mark it with `detection_ran`.
 
-        The motion detector sees every frame, also frames the rate limit
-        skips, so its background stays current.
+        The motion detector receives every frame, including frames the rate
+        limit skips, so its background stays current.
         """
         moving_boxes = self._motion_boxes(frame)
         decision = self._decide(frame, moving_boxes)
