@@ -8,8 +8,8 @@ boxes in frame pixels. Three guards keep it from firing all the time:
   area, and motion that must persist for a number of consecutive frames;
 - lighting: when more than `lighting_fraction` of the picture changes at once
   (lights switched, auto-exposure, a cloud), the background is re-learned
-  from the current frame and the frame is not motion. Frigate does the same
-  with its `lightning_threshold` (default 0.8);
+  from the current frame and the frame is not motion. Frigate's motion
+  setting `lightning_threshold` (0.8 in its reference config) works alike;
 - slow changes (shadows, dusk) are absorbed by the running average.
 """
 
