@@ -21,7 +21,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def _parse_points(text: str, option: str, minimum: int) -> tuple[str, list[list[float]]]:
+def _parse_points(
+    text: str, option: str, minimum: int
+) -> tuple[str, list[list[float]]]:
     name, sep, numbers = text.partition(":")
     if not sep or not name:
         raise argparse.ArgumentTypeError(
@@ -61,11 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sitlab-edge",
         description="Edge node: detect, track and count on a camera or a file.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the node until the source ends or Ctrl-C")
+    run = commands.add_parser(
+        "run", help="run the node until the source ends or Ctrl-C"
+    )
     run.add_argument("--config", type=Path, help="node config file (YAML)")
     run.add_argument("--source", help="video file, image folder, stream URL or device")
     run.add_argument("--model", type=Path, help="ONNX detector file")

@@ -455,8 +455,10 @@ def format_validation_error(
 
 
 def parse_config(
-    data: Any, source_name: str = "<config>", base_dir: Path | None = None
-) -> NodeConfig:  # noqa: ANN401
+    data: Any,  # noqa: ANN401
+    source_name: str = "<config>",
+    base_dir: Path | None = None,
+) -> NodeConfig:
     """Validate already-parsed YAML or JSON data as a node config.
 
     Relative paths (model, outbox, TLS files) are resolved against `base_dir`.

@@ -29,7 +29,9 @@ class ArmingWindowConfig(_Strict):
     start: str = Field(pattern=r"^\d{2}:\d{2}$", description="Local start, HH:MM.")
     end: str = Field(
         pattern=r"^\d{2}:\d{2}$",
-        description="Local end, HH:MM; an end at or before the start runs past midnight.",
+        description=(
+            "Local end, HH:MM; an end at or before the start runs past midnight."
+        ),
     )
 
 
@@ -157,7 +159,9 @@ class IncidentsConfig(_Strict):
     target_fps: float = Field(
         default=0.0,
         ge=0,
-        description="Frame rate below which the node reports itself degraded; 0 is off.",
+        description=(
+            "Frame rate below which the node reports itself degraded; 0 is off."
+        ),
     )
     degraded_hold_s: float = Field(default=30.0, gt=0)
     evidence_max_bytes: int = Field(default=150_000, ge=10_000, le=400_000)

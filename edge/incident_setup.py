@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import cv2
+import numpy as np
 
 from edge.analytics import Point as GeometryPoint
 from edge.analytics import ReferenceFrame
@@ -42,7 +44,10 @@ class IncidentSetupError(ValueError):
 
 
 def build_engine(
-    config: NodeConfig, scene: Scene, resolution_wh: tuple[int, int], class_names: Sequence[str]
+    config: NodeConfig,
+    scene: Scene,
+    resolution_wh: tuple[int, int],
+    class_names: Sequence[str],
 ) -> IncidentEngine:
     """Return the incident engine for a stream of `resolution_wh`.
 
@@ -52,7 +57,8 @@ def build_engine(
     reference = scene.reference or ReferenceFrame.pixels(resolution_wh)
     zones = {
         zone.name: Zone.from_points(
-            zone.name, [_scale(reference, point, resolution_wh) for point in zone.polygon]
+            zone.name,
+            [_scale(reference, point, resolution_wh) for point in zone.polygon],
         )
         for zone in config.zones
     }
@@ -90,7 +96,9 @@ def build_engine(
 
 
 def _scale(
-    reference: ReferenceFrame, point: tuple[float, float], resolution_wh: tuple[int, int]
+    reference: ReferenceFrame,
+    point: tuple[float, float],
+    resolution_wh: tuple[int, int],
 ) -> tuple[float, float]:
     scaled = reference.to_stream(GeometryPoint(*point), resolution_wh)
     return scaled.x, scaled.y
@@ -100,7 +108,8 @@ def _schedule(rule: RuleConfig, timezone: str) -> ArmingSchedule | None:
     if rule.schedule is None:
         return None
     windows = tuple(
-        ArmingWindow.parse(window.days, window.start, window.end) for window in rule.schedule
+        ArmingWindow.parse(window.days, window.start, window.end)
+        for window in rule.schedule
     )
     ZoneInfo(timezone)
     return ArmingSchedule(timezone, windows)
@@ -109,7 +118,7 @@ def _schedule(rule: RuleConfig, timezone: str) -> ArmingSchedule | None:
 def _build_rule(
     rule: RuleConfig, config: NodeConfig, zones: dict[str, Zone], lines: dict[str, Line]
 ) -> Rule:
-    common = {
+    common: dict[str, Any] = {
         "name": rule.name,
         "classes": frozenset(rule_classes(rule)),
         "severity": Severity(rule.severity),
@@ -132,7 +141,9 @@ def _build_rule(
         )
     watched_zones = tuple(zones[name] for name in rule.zones)
     if rule.type == "intrusion":
-        return IntrusionRule(**common, zones=watched_zones, exit_grace_s=rule.exit_grace_s)
+        return IntrusionRule(
+            **common, zones=watched_zones, exit_grace_s=rule.exit_grace_s
+        )
     if rule.type == "loitering":
         return LoiteringRule(
             **common,
@@ -150,7 +161,7 @@ def _build_rule(
             release_delay_s=rule.release_delay_s,
             update_every_s=rule.update_every_s,
         )
-    stationary = {
+    stationary: dict[str, Any] = {
         "zones": watched_zones,
         "limit_s": rule.limit_s,
         "still_radius_px": rule.still_radius_px,
@@ -174,7 +185,9 @@ def _allowed_direction(line: Line, allowed: str) -> tuple[float, float]:
 
 
 def _build_tampering(config: NodeConfig) -> TamperingDetector:
-    detector = TamperingDetector(TamperingSettings(hold_s=config.incidents.tampering_hold_s))
+    detector = TamperingDetector(
+        TamperingSettings(hold_s=config.incidents.tampering_hold_s)
+    )
     if config.tampering is None:
         return detector
     path = config.tampering.reference_frame
@@ -184,6 +197,6 @@ def _build_tampering(config: NodeConfig) -> TamperingDetector:
             f"tampering.reference_frame {path} cannot be read; take a new one with "
             "`sitlab-calibrate check --config FILE`"
         )
-    detector.set_reference(image)
+    detector.set_reference(np.asarray(image, dtype=np.uint8))
     logger.info("tampering reference loaded from %s", path)
     return detector

@@ -101,6 +101,7 @@ def envelope(
     site: str,
     node: str,
     seq: int,
+    *,
     sent_at: datetime | None = None,
     message_id: str | None = None,
 ) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def envelope(
 
 
 @cache
-def _registry() -> Registry:  # type: ignore[type-arg]
+def _registry() -> Registry:
     resources_list = []
     for name in sorted(set(_SCHEMA_FILE.values()) | {"envelope.json"}):
         schema = load_schema_file(name)
@@ -170,7 +171,9 @@ def validate(payload: Any, kind: str | None = None) -> dict[str, Any]:  # noqa: 
     if expected not in _SCHEMA_FILE:
         raise MessageError(f"unknown kind {declared!r}; expected one of {KINDS}")
     if kind is not None and declared != kind:
-        raise MessageError(f"payload kind {declared!r} does not match topic kind {kind!r}")
+        raise MessageError(
+            f"payload kind {declared!r} does not match topic kind {kind!r}"
+        )
     error = jsonschema.exceptions.best_match(_validator(expected).iter_errors(payload))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(message)"

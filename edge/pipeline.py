@@ -257,7 +257,9 @@ class Pipeline:
                 detector_classes=self.config.detection.classes,
                 interval_s=self.config.counts.interval_s,
             )
-            engine = build_engine(self.config, scene, resolution, self.detector.class_names)
+            engine = build_engine(
+                self.config, scene, resolution, self.detector.class_names
+            )
         except (GeometryError, IncidentSetupError) as error:
             raise PipelineError(str(error)) from error
         frame_rate = source.fps or self.config.source.fps or 10.0

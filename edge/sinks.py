@@ -8,6 +8,7 @@ transient and repeat the last sequence number (see `edge.messages`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from typing import Any, Protocol, TextIO
@@ -86,15 +87,11 @@ class NullSink(StdoutSink):
     """Validates and numbers messages but writes them nowhere (benchmarks)."""
 
     def __init__(self, site: str, node: str) -> None:
-        super().__init__(site, node, stream=_Discard())
+        super().__init__(site, node, stream=open(os.devnull, "w"))  # noqa: SIM115
 
-
-class _Discard:
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        return None
+    def close(self) -> None:
+        """Close the null stream."""
+        self.stream.close()
 
 
 class MqttSink:

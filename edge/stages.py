@@ -28,10 +28,16 @@ class StageTimer:
     streams; `window()` gives the figures since the previous call.
     """
 
-    totals_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    totals_s: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(STAGES, 0.0)
+    )
     calls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
-    _window_totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    _window_calls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    _window_totals: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(STAGES, 0.0)
+    )
+    _window_calls: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(STAGES, 0)
+    )
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

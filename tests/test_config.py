@@ -38,7 +38,9 @@ def test_example_configs_are_valid(path: Path) -> None:
 
 
 def test_example_configs_match_published_schema() -> None:
-    schema = json.loads((REPO / "firmware-config" / "node-config.schema.json").read_text())
+    schema = json.loads(
+        (REPO / "firmware-config" / "node-config.schema.json").read_text()
+    )
     assert schema == json.loads(json.dumps(json_schema())), (
         "firmware-config/node-config.schema.json is stale; regenerate it with "
         "`sitlab-edge schema > firmware-config/node-config.schema.json`"
@@ -57,16 +59,20 @@ def test_relative_paths_resolve_against_config_file(tmp_path: Path) -> None:
     ("extra", "match"),
     [
         ("colour: red\n", r"node.yaml:7: colour: unknown key"),
-        ("lines:\n  - name: a\n    points: [[0, 0], [1, 1]]\n",
-         r"reference_resolution is missing.*e\.g\. \[1280, 720\]"),
+        (
+            "lines:\n  - name: a\n    points: [[0, 0], [1, 1]]\n",
+            r"reference_resolution is missing.*e\.g\. \[1280, 720\]",
+        ),
         ("timezone: Mars/Olympus\n", r"timezone: unknown time zone 'Mars/Olympus'"),
         ("detection:\n  confidence: 1.5\n", r"node.yaml:8: detection.confidence"),
         ("tracker:\n  lost_track_buffer_s: 0\n", r"tracker.lost_track_buffer_s"),
         ("zones:\n  - name: z\n    polygon: [[0, 0], [1, 0]]\n", r"at least 3 items"),
-        ("geometry:\n  reference_resolution: [640, 480]\nlines:\n"
-         "  - name: a\n    points: [[0, 0], [1, 1]]\n"
-         "  - name: a\n    points: [[0, 1], [1, 1]]\n",
-         r"two entries named 'a'"),
+        (
+            "geometry:\n  reference_resolution: [640, 480]\nlines:\n"
+            "  - name: a\n    points: [[0, 0], [1, 1]]\n"
+            "  - name: a\n    points: [[0, 1], [1, 1]]\n",
+            r"two entries named 'a'",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -78,7 +84,9 @@ def test_relative_paths_resolve_against_config_file(tmp_path: Path) -> None:
         "duplicate-line-names",
     ],
 )
-def test_invalid_config_names_field_and_fix(tmp_path: Path, extra: str, match: str) -> None:
+def test_invalid_config_names_field_and_fix(
+    tmp_path: Path, extra: str, match: str
+) -> None:
     with pytest.raises(ConfigError, match=match):
         load_config(write(tmp_path, MINIMAL + extra))
 
@@ -101,16 +109,22 @@ def test_missing_config_file_names_path(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml")
 
 
-def test_password_env_missing_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_env_missing_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SITLAB_TEST_PASSWORD", raising=False)
-    config = load_config(write(tmp_path, MINIMAL + "mqtt:\n  password_env: SITLAB_TEST_PASSWORD\n"))
+    config = load_config(
+        write(tmp_path, MINIMAL + "mqtt:\n  password_env: SITLAB_TEST_PASSWORD\n")
+    )
     with pytest.raises(ConfigError, match="SITLAB_TEST_PASSWORD.*not set"):
         config.mqtt.password()
     monkeypatch.setenv("SITLAB_TEST_PASSWORD", "s3cret")
     assert config.mqtt.password() == "s3cret"
 
 
-def test_check_config_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_command_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check-config", str(write(tmp_path, MINIMAL))]) == 0
     assert "valid" in capsys.readouterr().out
     assert main(["check-config", str(write(tmp_path, MINIMAL + "bogus: 1\n"))]) == 2

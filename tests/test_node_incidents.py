@@ -17,12 +17,20 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "firmware-config" / "example
 
 
 def run_config(
-    config: Path, source: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    config: Path,
+    source: Path,
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> list[dict[str, Any]]:
-    text = config.read_text().replace("../../var/models/yolov8n_640_fp32.onnx", str(model))
+    text = config.read_text().replace(
+        "../../var/models/yolov8n_640_fp32.onnx", str(model)
+    )
     local = tmp_path / config.name
     local.write_text(text)
-    code = main(["run", "--config", str(local), "--source", str(source), "--sink", "stdout"])
+    code = main(
+        ["run", "--config", str(local), "--source", str(source), "--sink", "stdout"]
+    )
     assert code == 0
     out = capsys.readouterr().out
     return [json.loads(line)["payload"] for line in io.StringIO(out) if line.strip()]

@@ -28,7 +28,9 @@ class Recorder:
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{time.time_ns()}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"rec-{time.time_ns()}"
+        )
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_args: self._subscribed.set()
         self.client.connect("127.0.0.1", broker.port)
@@ -36,15 +38,21 @@ class Recorder:
         self.client.loop_start()
         assert self._subscribed.wait(5)
 
-    def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
+    def _on_message(
+        self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage
+    ) -> None:
         with self._lock:
-            self.messages.append((message.topic, json.loads(message.payload), bool(message.retain)))
+            self.messages.append(
+                (message.topic, json.loads(message.payload), bool(message.retain))
+            )
 
     def snapshot(self) -> list[tuple[str, dict[str, Any], bool]]:
         with self._lock:
             return list(self.messages)
 
-    def wait_for(self, predicate: Any, timeout_s: float = 20.0) -> tuple[str, dict[str, Any], bool]:  # noqa: ANN401
+    def wait_for(
+        self, predicate: Any, timeout_s: float = 20.0
+    ) -> tuple[str, dict[str, Any], bool]:  # noqa: ANN401
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for item in self.snapshot():
@@ -62,10 +70,25 @@ def node_command(
     source: list[str], model: Path, broker: Broker, outbox: Path, line: str
 ) -> list[str]:
     return [
-        sys.executable, "-m", "edge.cli", "run", *source,
-        "--model", str(model), "--site", "lab", "--node", "cam-01",
-        "--line", line, "--interval", "10",
-        "--mqtt", broker.url, "--outbox", str(outbox),
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "run",
+        *source,
+        "--model",
+        str(model),
+        "--site",
+        "lab",
+        "--node",
+        "cam-01",
+        "--line",
+        line,
+        "--interval",
+        "10",
+        "--mqtt",
+        broker.url,
+        "--outbox",
+        str(outbox),
     ]
 
 
@@ -75,12 +98,19 @@ def test_vtest_end_to_end_messages_validate(
     recorder = Recorder(broker)
     try:
         command = node_command(
-            ["--source", str(vtest_avi)], models_dir / "yolov8n_320_fp32.onnx", broker,
-            tmp_path / "outbox.sqlite3", "road:384,0,384,576",
+            ["--source", str(vtest_avi)],
+            models_dir / "yolov8n_320_fp32.onnx",
+            broker,
+            tmp_path / "outbox.sqlite3",
+            "road:384,0,384,576",
         )
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=600, check=False
+        )
         assert result.returncode == 0, result.stderr[-2000:]
-        recorder.wait_for(lambda m: m[1].get("kind") == "status" and m[1]["state"] == "offline")
+        recorder.wait_for(
+            lambda m: m[1].get("kind") == "status" and m[1]["state"] == "offline"
+        )
         messages = recorder.snapshot()
     finally:
         recorder.close()
@@ -95,7 +125,9 @@ def test_vtest_end_to_end_messages_validate(
     assert len(set(seqs)) == len(seqs)
     crossings = sum(
         row["in"] + row["out"]
-        for _t, p, _r in messages if p["kind"] == "counts" for row in p["lines"]
+        for _t, p, _r in messages
+        if p["kind"] == "counts"
+        for row in p["lines"]
     )
     assert crossings > 0
 
@@ -114,8 +146,11 @@ def test_last_will_when_node_killed(
 ) -> None:
     recorder = Recorder(broker)
     command = node_command(
-        ["--source", str(tud_campus), "--fps", "25"], models_dir / "yolov8n_640_fp32.onnx",
-        broker, tmp_path / "outbox.sqlite3", "door:320,0,320,480",
+        ["--source", str(tud_campus), "--fps", "25"],
+        models_dir / "yolov8n_640_fp32.onnx",
+        broker,
+        tmp_path / "outbox.sqlite3",
+        "door:320,0,320,480",
     )
     log_path = tmp_path / "node.log"
     with log_path.open("wb") as log:

@@ -15,7 +15,9 @@ from edge.messages import validate
 pytestmark = pytest.mark.media
 
 
-def run_node(args: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+def run_node(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> list[dict[str, Any]]:
     code = main(["run", "--sink", "stdout", *args])
     out = capsys.readouterr().out
     assert code == 0
@@ -49,8 +51,14 @@ def test_tud_campus_counts_match_ground_truth(
     # A line pointing down the screen counts right-to-left motion as `in`.
     records = run_node(
         [
-            "--source", str(tud_campus), "--fps", "25",
-            "--model", str(model_640), "--line", f"door:{points}",
+            "--source",
+            str(tud_campus),
+            "--fps",
+            "25",
+            "--model",
+            str(model_640),
+            "--line",
+            f"door:{points}",
         ],
         capsys,
     )
@@ -64,8 +72,16 @@ def test_file_source_flushes_last_interval(
 ) -> None:
     records = run_node(
         [
-            "--source", str(tud_campus), "--fps", "25", "--model", str(model_640),
-            "--line", "door:320,0,320,480", "--interval", "1",
+            "--source",
+            str(tud_campus),
+            "--fps",
+            "25",
+            "--model",
+            str(model_640),
+            "--line",
+            "door:320,0,320,480",
+            "--interval",
+            "1",
         ],
         capsys,
     )
@@ -81,8 +97,17 @@ def test_missing_model_fails_with_path(
     tud_campus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     code = main(
-        ["run", "--sink", "stdout", "--source", str(tud_campus), "--fps", "25",
-         "--model", str(tmp_path / "absent.onnx")]
+        [
+            "run",
+            "--sink",
+            "stdout",
+            "--source",
+            str(tud_campus),
+            "--fps",
+            "25",
+            "--model",
+            str(tmp_path / "absent.onnx"),
+        ]
     )
     assert code == 1
     assert "absent.onnx" in caplog.text

@@ -249,7 +249,7 @@ class LineCounter:
     def _step(self, state: _TrackState, anchor: Point) -> Direction | None:
         """Move a track's anchor; return the direction when it settles across."""
         first_sighting = state.last_xy is None
-        if not first_sighting:
+        if state.last_xy is not None:
             step = Segment(state.last_xy, anchor)
             state.touched_since_sign |= step.intersects(self.segment)
         state.last_xy = anchor
@@ -280,7 +280,9 @@ class LineCounter:
         """Return True when `anchor` projects onto the segment, not past its ends."""
         start, end = self.segment.start, self.segment.end
         dx, dy = end.x - start.x, end.y - start.y
-        t = ((anchor.x - start.x) * dx + (anchor.y - start.y) * dy) / (dx * dx + dy * dy)
+        t = ((anchor.x - start.x) * dx + (anchor.y - start.y) * dy) / (
+            dx * dx + dy * dy
+        )
         return 0.0 <= t <= 1.0
 
     def _register(

@@ -25,7 +25,9 @@ def wait_for_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -
                 return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"nothing accepts connections on {host}:{port} after {timeout_s} s")
+    raise TimeoutError(
+        f"nothing accepts connections on {host}:{port} after {timeout_s} s"
+    )
 
 
 class Broker:
@@ -38,7 +40,9 @@ class Broker:
     def __init__(self, workdir: Path, extra_config: str = "") -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
-            raise RuntimeError("mosquitto not found; install Debian's mosquitto package")
+            raise RuntimeError(
+                "mosquitto not found; install Debian's mosquitto package"
+            )
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
@@ -63,8 +67,7 @@ class Broker:
             "max_queued_messages 100000\n"
             "max_inflight_messages 0\n"
             f"log_dest file {self.log_path}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-            + self.extra_config
+            "log_type error\nlog_type warning\nlog_type notice\n" + self.extra_config
         )
 
     def start(self) -> None:
