@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,11 @@ from edge.types import Frame
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline import FrameListSource, ScheduledPipeline  # noqa: E402
+from bench.pipeline import (  # noqa: E402
+    FrameListSource,
+    ScheduledPipeline,
+    still_then_real,
+)
 
 CAMPUS_FPS = 25.0
 STILL_S = 60.0
@@ -55,26 +58,6 @@ def campus_frames(folder: Path) -> list[Frame]:
         return list(source)
 
 
-def still_then_real(real: list[Frame], seed: int = 7) -> Iterator[Frame]:
-    """Yield the first real frame held for STILL_S with noise, then the clip."""
-    rng = np.random.default_rng(seed)
-    still = real[0].image.astype(np.int16)
-    noise_bank = [
-        rng.normal(0.0, NOISE_SIGMA, still.shape).round().astype(np.int16)
-        for _ in range(8)
-    ]
-    held = int(STILL_S * CAMPUS_FPS)
-    for index in range(held):
-        noise = noise_bank[rng.integers(len(noise_bank))]
-        image = np.clip(still + noise, 0, 255).astype(np.uint8)
-        pts = index / CAMPUS_FPS
-        yield Frame(image, index, pts, START + timedelta(seconds=pts))
-    for frame in real:
-        index = held + frame.index
-        pts = STILL_S + frame.pts_s
-        yield Frame(frame.image.copy(), index, pts, START + timedelta(seconds=pts))
-
-
 def run(config: NodeConfig, motion: MotionConfig, frames: object) -> ScheduledPipeline:
     pipeline = ScheduledPipeline(config, motion)
     pipeline.run_source(FrameListSource(frames, fps=CAMPUS_FPS))  # type: ignore[arg-type]
@@ -90,7 +73,8 @@ def test_gating_static_scene_keeps_counts(
     real = campus_frames(tud_campus)
 
     ungated = run(config, MotionConfig(gating=False), list(real))
-    gated = run(config, MotionConfig(gating=True), still_then_real(real))
+    still = still_then_real(real, fps=CAMPUS_FPS, still_s=STILL_S, sigma=NOISE_SIGMA)
+    gated = run(config, MotionConfig(gating=True), still)
 
     expected = {key: n for key, n in ungated.summary.line_totals.items() if n}
     counted = {key: n for key, n in gated.summary.line_totals.items() if n}
