@@ -110,6 +110,15 @@ class StoreSettings(_Section):
             "the work redone after a crash."
         ),
     )
+    max_readers: int = Field(
+        8,
+        ge=1,
+        le=100,
+        description=(
+            "PostgreSQL connections for API reads per instance. Higher serves more "
+            "concurrent requests and takes more of the server's max_connections."
+        ),
+    )
     batch_linger_ms: int = Field(
         10,
         ge=0,

@@ -20,7 +20,7 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, db: Database | None = None) -> None:
         self.config = config
-        self.db = db or open_database(config.store.url)
+        self.db = db or open_database(config.store.url, config.store.max_readers)
         self.writer = Writer(
             self.db,
             batch_max=config.store.batch_max,

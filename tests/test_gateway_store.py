@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from gateway.ingest import Accepted, Rejected, classify
 from gateway.pipeline import apply_batch
 from gateway.retention import apply_retention
 from gateway.store import Database
+from gateway.store.postgres import PostgresDatabase
 from gateway.timeutil import now_ms
 from tests.support import gateway_fixtures
 from tests.support.gateway_fixtures import (
@@ -382,3 +384,22 @@ def test_store_error_isolated_in_batch(db: Database) -> None:
     reasons = db.query("SELECT reason, topic FROM dead_letters")
     assert reasons == [("store_error", "sitlab/v1/s1/n1/counts")]
     assert scalar(db, "SELECT value FROM counters WHERE name = 'accepted.counts'") == 2
+
+
+@pytest.mark.postgres
+def test_postgres_reader_pool_bounded(postgres_database: str) -> None:
+    database = PostgresDatabase(postgres_database, max_readers=2)
+    results: list[list] = []
+
+    def read() -> None:
+        results.append(database.query("SELECT 1 FROM pg_sleep(0.05)"))
+
+    threads = [threading.Thread(target=read) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    opened = len(database._all)  # noqa: SLF001 - the writer plus the readers
+    database.close()
+    assert len(results) == 10
+    assert opened <= 3

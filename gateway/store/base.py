@@ -129,8 +129,13 @@ def split_script(script: str) -> list[str]:
     return [statement for statement in statements if statement]
 
 
-def open_database(url: str) -> Database:
+def open_database(url: str, max_readers: int = 8) -> Database:
     """Open the database named by a `sqlite:///PATH` or `postgresql://` URL.
+
+    Args:
+        url: the store URL.
+        max_readers: PostgreSQL connections for reads; SQLite ignores it and
+            opens one reader connection per thread.
 
     Raises:
         StoreError: for another scheme or when the server cannot be reached.
@@ -143,7 +148,7 @@ def open_database(url: str) -> Database:
     if url.startswith(("postgresql://", "postgres://")):
         from gateway.store.postgres import PostgresDatabase  # noqa: PLC0415
 
-        return PostgresDatabase(url)
+        return PostgresDatabase(url, max_readers)
     raise StoreError(
         f"unsupported database url {url!r}; use sqlite:///PATH or postgresql://..."
     )

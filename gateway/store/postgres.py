@@ -1,4 +1,4 @@
-"""PostgreSQL backend (psycopg 3): a writer connection and one per reading thread."""
+"""PostgreSQL backend (psycopg 3): a writer connection and a bounded reader pool."""
 
 from __future__ import annotations
 
@@ -65,9 +65,12 @@ class PostgresDatabase(Database):
 
     dialect = "postgres"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_readers: int = 8) -> None:
         self.url = url
-        self._local = threading.local()
+        # API requests run on a thread pool of about 40 threads; a connection
+        # per thread would take that many server connections per instance.
+        self._readers = threading.BoundedSemaphore(max_readers)
+        self._idle: list[psycopg.Connection[Any]] = []
         self._write_lock = threading.Lock()
         self._all: list[psycopg.Connection[Any]] = []
         self._all_lock = threading.Lock()
@@ -100,15 +103,35 @@ class PostgresDatabase(Database):
                 yield _PostgresTx(connection)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        """Run a read-only statement on this thread's connection."""
-        connection: psycopg.Connection[Any] | None = getattr(
-            self._local, "connection", None
-        )
-        if connection is None or connection.closed or connection.broken:
-            connection = self._connect()
-            self._local.connection = connection
-        cursor = connection.execute(_to_pg(sql), tuple(params))
-        return cursor.fetchall() if cursor.description is not None else []
+        """Run a read-only statement on a pooled connection.
+
+        A caller waits while all `max_readers` connections are busy.
+        """
+        with self._readers:
+            connection = self._take_idle()
+            try:
+                cursor = connection.execute(_to_pg(sql), tuple(params))
+                rows = cursor.fetchall() if cursor.description is not None else []
+            finally:
+                self._give_back(connection)
+        return rows
+
+    def _take_idle(self) -> psycopg.Connection[Any]:
+        with self._all_lock:
+            while self._idle:
+                connection = self._idle.pop()
+                if not (connection.closed or connection.broken):
+                    return connection
+                self._all.remove(connection)
+        return self._connect()
+
+    def _give_back(self, connection: psycopg.Connection[Any]) -> None:
+        with self._all_lock:
+            if connection.closed or connection.broken:
+                if connection in self._all:
+                    self._all.remove(connection)
+                return
+            self._idle.append(connection)
 
     def close(self) -> None:
         """Close every connection this object opened."""
@@ -116,6 +139,7 @@ class PostgresDatabase(Database):
             for connection in self._all:
                 connection.close()
             self._all.clear()
+            self._idle.clear()
 
     def _run_script(self, tx: Tx, script: str) -> None:
         tx.execute(script)
