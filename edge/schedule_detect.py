@@ -133,6 +133,11 @@ class DetectionScheduler:
         last = self._last_motion_s
         return last is not None and now - last <= self.config.hold_s
 
+    # NOTE: a region-only detection still sets detection_ran=True, so the
+    # tracker ages every unmatched track, including still objects outside
+    # the crops, until the next full detection. Use 'full' where stationary
+    # objects must keep their track ids, or until the tracker can age only
+    # tracks inside the detected regions.
     def _regions(self, frame: Frame, boxes: tuple[Box, ...]) -> tuple[Box, ...]:
         if self.config.detect_on == "full" or not boxes:
             return ()
