@@ -54,7 +54,8 @@ class MotionConfig(BaseModel):
             "On motion, detect on the whole frame ('full') or on crops around the "
             "motion boxes, each at least the model's input size ('regions'). "
             "Regions find small distant objects at full resolution but cost one "
-            "inference per crop."
+            "inference per crop, and tracks outside the crops age as if missed "
+            "until the next full detection."
         ),
     )
     target_fps: float | None = Field(
