@@ -1,8 +1,8 @@
 """API tokens, roles and user passwords.
 
-Tokens are 32 random bytes (256 bits) from `secrets`, so nobody can guess
-or brute-force them from their hash. A fast unsalted SHA-256 is therefore
-enough to keep them out of the database. Passwords are low-entropy, so they
+Tokens are 32 random bytes (256 bits) from `secrets`, too many to guess or
+to brute-force from their hash. A fast unsalted SHA-256 is therefore enough
+to keep them out of the database. Passwords are low-entropy, so they
 get a salted, memory-hard scrypt hash instead.
 """
 

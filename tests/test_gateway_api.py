@@ -122,7 +122,7 @@ def test_dispatcher_acks_and_resolves(
     assert missing.status_code == 404
 
 
-def test_database_holds_no_token(db: Database, tokens: dict[str, str]) -> None:
+def test_database_stores_no_token(db: Database, tokens: dict[str, str]) -> None:
     stored = db.query("SELECT token_sha256 FROM tokens")
     text = " ".join(str(row[0]) for row in stored)
     for token in tokens.values():

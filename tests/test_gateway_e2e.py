@@ -65,14 +65,17 @@ def test_published_counts_reach_api(broker: Broker, running: InProcessGateway) -
             lines=[(line, "person", n_in, n_out)],
         )
         client.publish(*wire(message), qos=1)
+
     db = running.gateway.db
     wait_until(
         lambda: scalar(db, "SELECT COUNT(*) FROM messages") == 120, 20, "120 stored"
     )
+
     health = httpx.get(f"{running.base_url}/healthz").json()
     assert health["status"] == "ok"
     assert health["mqtt_connected"] is True
     assert health["committed"] >= 120
+
     token = create_token(db, "viewer", "e2e")
     response = httpx.get(
         f"{running.base_url}/api/v1/counts",
