@@ -2,10 +2,10 @@
 
 The gateway publishes a request on `sitlab/v1/{site}/{node}/config/set`
 (format in docs/deployment.md). The node validates the resulting config with
-`parse_config` and sorts each changed section into one of three groups:
-live (swapped at the next frame), restart (the pipeline restarts inside the
-same process) and refused (settings that could cut the node off the gateway
-or rename it; they change only by editing the file on the node).
+`parse_config`. Each changed section then falls into one of three groups.
+Live sections are swapped at the next frame. Restart sections restart the
+pipeline inside the same process. Refused sections could cut the node off
+the gateway or rename it, so they change only in the file on the node.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def merge_patch(target: Any, patch: Any) -> Any:  # noqa: ANN401
 
 @dataclass(frozen=True, slots=True)
 class ChangePlan:
-    """Which top-level config sections differ, grouped by how they apply."""
+    """Top-level config sections that differ, grouped by how they apply."""
 
     live: tuple[str, ...]
     restart: tuple[str, ...]
@@ -161,7 +161,7 @@ def prepare_change(
     current: NodeConfig,
     base_dir: Path,
 ) -> ConfigChange:
-    """Build and check the config a request asks for, without applying it.
+    """Build and check the config a request describes, without applying it.
 
     Args:
         request: the parsed request.

@@ -4,7 +4,7 @@ The gateway publishes an announcement on `sitlab/v1/{site}/{node}/model/set`
 (format in docs/deployment.md). `ModelInstaller.install` walks the states
 downloading -> verified, then test-runs the model on the node's recent
 frames against the model it runs now with `models.evaluate.check_model_usable`.
-It returns the config change that points the node at the new file; the
+It returns the config change that points the node at the new file. The
 runtime restarts the pipeline with it and rolls back if that fails. Any
 refusal raises `RolloutError`, whose message becomes the `failed` reason.
 """
@@ -43,7 +43,7 @@ class RolloutError(RuntimeError):
 
 
 class ModelAnnouncement(BaseModel):
-    """A model the gateway asks the node to run."""
+    """A model announcement: the model the gateway requests the node to run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -165,7 +165,7 @@ class ModelInstaller:
         """Download, verify and test a model; return the change that swaps it in.
 
         Raises:
-            RolloutError: any step refused the model; the message says which.
+            RolloutError: a step rejected the model; the message names the step.
         """
         check_url(announcement.url, self.allowed_hosts)
         report("downloading", f"from {announcement.url}")

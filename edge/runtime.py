@@ -6,7 +6,7 @@ does. Besides the frame loop it
 - notifies systemd (READY=1 once the model is loaded, WATCHDOG=1 while
   frames flow, so a hung camera read gets the service restarted);
 - applies config requests from `.../config/set`: geometry live, anything
-  else by restarting the pipeline inside the process; a restarted pipeline
+  else by restarting the pipeline inside the process. A restarted pipeline
   that fails within the probation time is rolled back to the previous config;
 - installs models announced on `.../model/set` (see `edge.rollout`);
 - keeps a few recent full frames for the roll-out's test run;
@@ -95,7 +95,7 @@ class _Probation:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeSettings:
-    """How the managed node behaves.
+    """Settings of the managed node.
 
     Attributes:
         probation_s: a pipeline that fails within this many seconds after a
@@ -286,7 +286,7 @@ class NodeRuntime:
         self.frames += 1
         self.notifier.pet()
         if self.frames % self.settings.keep_every == 1 or self.settings.keep_every == 1:
-            # A full-size copy: the detector must see what the camera sees.
+            # A full-size copy, because the test run detects on frames as captured.
             self.recent_frames.append(frame.image.copy())
         probation = self._probation
         if probation is not None and time.monotonic() >= probation.deadline:
@@ -324,7 +324,7 @@ class NodeRuntime:
         try:
             request = parse_request(payload)
         except RemoteConfigError as error:
-            logger.warning("config request refused: %s", error)
+            logger.warning("invalid config request rejected: %s", error)
             self._send("config_state", "unknown", "rejected", str(error))
             return
         busy = self._claim(request.request_id)
@@ -398,7 +398,7 @@ class NodeRuntime:
             )
         except RolloutError as error:
             self._release()
-            logger.warning("model %s refused: %s", announcement.name, error)
+            logger.warning("model %s rejected: %s", announcement.name, error)
             report("failed", str(error))
             return
         self._schedule_restart(change, "model", announcement.name)

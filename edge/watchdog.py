@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class WatchdogError(ValueError):
-    """NOTIFY_SOCKET or WATCHDOG_USEC holds a value the protocol does not allow."""
+    """NOTIFY_SOCKET or WATCHDOG_USEC contains a value the protocol does not allow."""
 
 
 def _socket_address(value: str) -> str | bytes:
