@@ -75,6 +75,7 @@ def login_password(browser: Any, web: WebGateway, username: str) -> Any:
     page.fill("#login-password input[name=password]", PASSWORD)
     page.press("#login-password input[name=password]", "Enter")
     page.wait_for_selector("#live[data-state=live]", timeout=10_000)
+    page.wait_for_selector("#queue[aria-busy=false]")
     return page
 
 
@@ -84,6 +85,7 @@ def login_token(browser: Any, web: WebGateway, role: str) -> Any:
     page.fill("#login-token input[name=token]", token)
     page.click("#login-token button")
     page.wait_for_selector("#live[data-state=live]", timeout=10_000)
+    page.wait_for_selector("#queue[aria-busy=false]")
     return page
 
 
@@ -274,6 +276,7 @@ def test_mute_remembered(browser: Any, web: WebGateway, node: Any) -> None:
     page.keyboard.press("m")
     page.reload()
     page.wait_for_selector("#live[data-state=live]")
+    page.wait_for_selector("#queue[aria-busy=false]")
     assert page.get_attribute("#mute", "aria-pressed") == "true"
     assert page.inner_text("#mute") == "✕ Sound muted"
     second = raise_incident(node, seq=2)
@@ -367,6 +370,7 @@ def test_counts_compare_in_site_zone(browser: Any, web: WebGateway, node: Any) -
 
     page = login_password(browser, web, "alice")
     page.keyboard.press("3")
+    page.wait_for_selector("#count-form button[type=submit]:not([disabled])")
     page.fill("#count-form input[name=from]", "2024-06-01T10:00")
     page.fill("#count-form input[name=to]", "2024-06-01T12:00")
     page.fill("#count-form input[name=compare]", "2024-05-31T10:00")

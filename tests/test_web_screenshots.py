@@ -147,6 +147,7 @@ def login(browser: Any, web: WebGateway) -> Any:
     page.fill("#login-password input[name=password]", PASSWORD)
     page.press("#login-password input[name=password]", "Enter")
     page.wait_for_selector("#live[data-state=live]", timeout=10_000)
+    page.wait_for_selector("#queue[aria-busy=false]")
     return page
 
 
@@ -238,6 +239,7 @@ def show_counts(page: Any, web: WebGateway) -> None:
     last_ms = scalar(web, "SELECT MAX(end_ms) FROM count_lines")
     crossings = scalar(web, "SELECT SUM(n_in + n_out) FROM count_lines")
     page.keyboard.press("3")
+    page.wait_for_selector("#count-form button[type=submit]:not([disabled])")
     page.fill("#count-form input[name=from]", local_input(first_ms - 60_000))
     page.fill("#count-form input[name=to]", local_input(last_ms + 120_000))
     page.select_option("#count-form select[name=bucket]", "1m")

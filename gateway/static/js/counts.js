@@ -17,6 +17,9 @@ export class CountsView {
       this.show();
     });
     this.form.addEventListener("change", () => this.updateCsvLink());
+    // The site decides the time zone of From and To, so the form waits for
+    // the site list before it can be submitted.
+    this.form.querySelector("button[type=submit]").disabled = true;
   }
 
   timeZone() {
@@ -29,6 +32,7 @@ export class CountsView {
     fill(this.form.elements.site, sites, false);
     fill(this.form.elements.node, [...new Set(nodes.map((node) => node.node))].sort(), true);
     if (!this.form.elements.to.value) this.setPeriod(Date.now() - 86_400_000, Date.now());
+    this.form.querySelector("button[type=submit]").disabled = sites.length === 0;
     this.updateCsvLink();
   }
 

@@ -73,6 +73,9 @@ export class IncidentQueue {
     this.items = new Map(list.filter((item) => this.matches(item)).map((item) => [item.incident_id, item]));
     for (const item of list) this.seen.add(item.incident_id);
     this.loaded = true;
+    // Incidents in the first list raise no alert, so tests wait for this
+    // before they publish.
+    document.getElementById("queue").setAttribute("aria-busy", "false");
     this.render(new Set(missed.map((item) => item.incident_id)));
     if (missed.length) raiseAlert(`${missed.length} new incident(s) while the stream was down: ${describe(missed[0])}`);
     if (this.selectedId) this.showDetail(this.selectedId);
