@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,7 +34,9 @@ from edge.incidents import (
     WrongWayRule,
     Zone,
 )
+from edge.incidents.rules import Box
 from edge.scene import Scene
+from edge.types import Image
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ def build_engine(
     scene: Scene,
     resolution_wh: tuple[int, int],
     class_names: Sequence[str],
+    sensitive_boxes: Callable[[Image], list[Box]] | None = None,
 ) -> IncidentEngine:
     """Return the incident engine for a stream of `resolution_wh`.
 
@@ -90,6 +93,7 @@ def build_engine(
             health=health,
             evidence=evidence,
             privacy_masks=[list(mask) for mask in scene.masks],
+            sensitive_boxes=sensitive_boxes,
         )
     except ValueError as error:
         raise IncidentSetupError(str(error)) from error

@@ -22,6 +22,7 @@ from edge.health import HealthProbe
 from edge.incident_setup import IncidentSetupError, build_engine
 from edge.incidents import IncidentEngine, Moment
 from edge.incidents.engine import close_rules
+from edge.incidents.evidence import PRIVACY_CLASSES
 from edge.masks import PrivacyMask
 from edge.messages import utc_iso
 from edge.scene import Scene
@@ -29,7 +30,7 @@ from edge.sinks import Sink
 from edge.sources import SourceError, open_source
 from edge.stages import StageTimer
 from edge.tracker import ByteTracker
-from edge.types import Detections, Frame, TrackedFrame
+from edge.types import Detections, Frame, Image, TrackedFrame
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,13 @@ class Pipeline:
                     class_names=self.detector.class_names,
                     detector_classes=config.detection.classes,
                 )
-                build_engine(config, scene, resolution, self.detector.class_names)
+                build_engine(
+                    config,
+                    scene,
+                    resolution,
+                    self.detector.class_names,
+                    self._sensitive_boxes,
+                )
             except (GeometryError, IncidentSetupError) as error:
                 raise PipelineError(f"new geometry rejected: {error}") from error
         with self._config_lock:
@@ -223,7 +230,9 @@ class Pipeline:
         scene = Scene.from_config(config, resolution)
         state.analytics.replace_geometry(scene.lines, scene.zones)
         state.mask = PrivacyMask(scene.masks, resolution)
-        engine = build_engine(config, scene, resolution, self.detector.class_names)
+        engine = build_engine(
+            config, scene, resolution, self.detector.class_names, self._sensitive_boxes
+        )
         with self._engine_lock:
             # Open incidents of the old rule set end now, so none stays open
             # at the gateway without an end.
@@ -258,7 +267,11 @@ class Pipeline:
                 interval_s=self.config.counts.interval_s,
             )
             engine = build_engine(
-                self.config, scene, resolution, self.detector.class_names
+                self.config,
+                scene,
+                resolution,
+                self.detector.class_names,
+                self._sensitive_boxes,
             )
         except (GeometryError, IncidentSetupError) as error:
             raise PipelineError(str(error)) from error
@@ -337,6 +350,14 @@ class Pipeline:
                 self.summary.line_totals[key] = (
                     self.summary.line_totals.get(key, 0) + row[direction]
                 )
+
+    def _sensitive_boxes(self, image: Image) -> list[tuple[float, float, float, float]]:
+        """Return boxes of people and vehicles found with a low threshold."""
+        detections = self.detector.detect_sensitive(image, sorted(PRIVACY_CLASSES))
+        return [
+            (float(x1), float(y1), float(x2), float(y2))
+            for x1, y1, x2, y2 in detections.xyxy
+        ]
 
     def _send_incident(self, body: dict[str, Any]) -> None:
         self.sink.send("incident", body)

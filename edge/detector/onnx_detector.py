@@ -180,6 +180,7 @@ class Detector:
             classes=classes,
         )
         self._decoder = OutputDecoder(layout, self.input_size_wh, score_filter)
+        self._layout = layout
         self._buffer = self._make_buffer(layout.format, 1, dtype)
         self._batch_buffer: LetterboxBuffer | None = None
         self._dtype = dtype
@@ -321,6 +322,37 @@ class Detector:
             xyxy=xyxy[visible],
             confidence=candidates.confidence[rows][visible],
             class_id=candidates.class_id[rows][visible],
+        )
+
+    def detect_sensitive(
+        self, image: Image, classes: Sequence[str], confidence: float = 0.1
+    ) -> Detections:
+        """Detect `classes` with a low score threshold, for anonymisation.
+
+        Evidence images must hide every person the model can find, including
+        those below the node's counting threshold, so this pass keeps weak
+        detections that counting would drop. It runs one extra inference.
+
+        Raises:
+            DetectorConfigError: a class name is unknown or the score is not
+                in (0, 1).
+        """
+        score_filter = build_score_filter(
+            self.class_names,
+            confidence=confidence,
+            class_confidence=None,
+            classes=[name for name in classes if name in self.class_names],
+        )
+        decoder = OutputDecoder(self._layout, self.input_size_wh, score_filter)
+        tensor, transform = self.preprocess(image)
+        outputs = self.infer(tensor)
+        candidates = decoder.decode(outputs[0][0])
+        rows = np.flatnonzero(np.isfinite(candidates.xyxy).all(axis=1))
+        xyxy = transform.to_frame(candidates.xyxy[rows])
+        return Detections(
+            xyxy=xyxy,
+            confidence=candidates.confidence[rows],
+            class_id=candidates.class_id[rows],
         )
 
     def _warm_up(

@@ -8,7 +8,7 @@ start events of rules that ask for it, and returns incident message bodies.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,7 @@ from edge.incidents.zone_rules import (
     LoiteringRule,
     StoppedVehicleRule,
 )
-from edge.types import TrackedFrame
+from edge.types import Image, TrackedFrame
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ class IncidentEngine:
             reports the camera offline but does not check the frame rate.
         evidence: limits of evidence images.
         privacy_masks: polygons, in frame pixels, pixelated in evidence.
+        sensitive_boxes: returns boxes of people and vehicles on a frame with
+            a low score threshold; they are pixelated in evidence on top of
+            the tracked ones, so nobody below the counting threshold shows.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class IncidentEngine:
         health: SourceHealthMonitor | None = None,
         evidence: EvidenceSettings | None = None,
         privacy_masks: Sequence[Sequence[Point]] = (),
+        sensitive_boxes: Callable[[Image], list[Box]] | None = None,
     ) -> None:
         names = [rule.name for rule in rules]
         duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -76,6 +80,7 @@ class IncidentEngine:
         self._health = health or SourceHealthMonitor()
         self._evidence = evidence or EvidenceSettings()
         self._masks = [list(mask) for mask in privacy_masks]
+        self._sensitive_boxes = sensitive_boxes
         self._unknown_class_ids: set[int] = set()
 
     def process(self, tracked: TrackedFrame) -> list[dict[str, Any]]:
@@ -130,6 +135,8 @@ class IncidentEngine:
             for track in tracked.tracks
             if self._class_name(track.class_id) in self._evidence.privacy_classes
         ]
+        if self._sensitive_boxes is not None:
+            boxes.extend(self._sensitive_boxes(tracked.frame.image))
         try:
             evidence = render_evidence(
                 tracked.frame.image, boxes, self._masks, self._evidence

@@ -101,7 +101,6 @@ class IncidentEvent:
     def to_body(self) -> dict[str, Any]:
         """Return the incident fields of the message, without the envelope."""
         body: dict[str, Any] = {
-            "kind": "incident",
             "incident_id": self.incident_id,
             "phase": self.phase,
             "type": str(self.type),
