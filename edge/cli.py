@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
 
     commands.add_parser("schema", help="print the JSON Schema of the node config")
+    commands.add_parser(
+        "serve",
+        help="run a managed node: remote config, model roll-out, systemd watchdog",
+        add_help=False,
+    )
     return parser
 
 
@@ -197,7 +202,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sitlab-edge` console command."""
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] == "serve":
+        # The managed node (remote config, model roll-out, watchdog) has its
+        # own parser in edge.runtime.
+        from edge.runtime import main as serve  # noqa: PLC0415
+
+        return serve(arguments[1:])
+    args = build_parser().parse_args(arguments)
     _configure_logging(args.verbose)
     try:
         if args.command == "run":

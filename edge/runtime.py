@@ -55,15 +55,13 @@ class ControlledSink(MqttSink):
 
     def __init__(self, config: NodeConfig, runtime: NodeRuntime) -> None:
         """Open the outbox and prepare the publisher with the two subscriptions."""
-        super().__init__(config)
         self.config_topic = _set_topic(config, "config_state")
         self.model_topic = _set_topic(config, "model_state")
-        # NOTE: MqttSink does not pass subscriptions to its publisher yet; the
-        # two attributes below are MqttPublisher's constructor arguments and
-        # are read on every connect. Replace them with MqttSink arguments
-        # once it accepts `subscriptions` and `on_message`.
-        self.publisher._subscriptions = [(self.config_topic, 1), (self.model_topic, 1)]  # noqa: SLF001
-        self.publisher._on_message = runtime.handle_message  # noqa: SLF001
+        super().__init__(
+            config,
+            subscriptions=[(self.config_topic, 1), (self.model_topic, 1)],
+            on_message=runtime.handle_message,
+        )
 
     def send_state(self, kind: str, body: dict[str, Any]) -> None:
         """Publish a config_state or model_state reply (QoS 0, not stored)."""

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TextIO
 
 from edge import messages
@@ -101,7 +102,13 @@ class MqttSink:
     online status already names the model and config version.
     """
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        on_message: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         from edge.mqtt import MqttPublisher  # noqa: PLC0415
         from edge.mqtt_endpoint import TlsSettings  # noqa: PLC0415
         from edge.outbox import Outbox  # noqa: PLC0415
@@ -133,6 +140,8 @@ class MqttSink:
             keepalive_s=mqtt.keepalive_s,
             inflight_max=mqtt.inflight_max,
             status_payload_factory=lambda: dict(self._status_fields),
+            subscriptions=subscriptions,
+            on_message=on_message,
         )
         self._started = False
 
