@@ -12,10 +12,10 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from gateway import aggregate, auth, incidents, nodes, stream
+from gateway import aggregate, audit, auth, incidents, nodes, stream, web
 from gateway.config import GatewayConfig
 from gateway.store import Database
-from gateway.timeutil import ms_iso, to_ms
+from gateway.timeutil import ms_iso, now_ms, to_ms
 
 logger = logging.getLogger(__name__)
 
@@ -237,12 +237,16 @@ def create_app(  # noqa: C901, PLR0915
 
     @app.get(
         "/api/v1/incidents/{incident_id}/evidence",
-        dependencies=[viewer],
         response_class=Response,
         responses={200: {"content": {"image/jpeg": {}}}},
     )
-    def get_evidence(incident_id: str) -> Response:
-        """Return the newest anonymised evidence JPEG of an incident."""
+    def get_evidence(
+        incident_id: str, caller: Annotated[auth.Principal, viewer]
+    ) -> Response:
+        """Return the newest anonymised evidence JPEG of an incident.
+
+        Every successful view is written to the audit log with the caller.
+        """
         found = incidents.evidence(db, incident_id)
         if found is None:
             raise HTTPException(
@@ -252,6 +256,16 @@ def create_app(  # noqa: C901, PLR0915
                     f"expired)"
                 ),
             )
+        audit.record(
+            db,
+            audit.AuditEntry(
+                now_ms(),
+                caller.name,
+                caller.role,
+                "evidence.view",
+                incident_id=incident_id,
+            ),
+        )
         return Response(content=found[0], media_type=found[1])
 
     def step(
@@ -259,11 +273,22 @@ def create_app(  # noqa: C901, PLR0915
     ) -> dict[str, Any]:
         action = incidents.acknowledge if target == "ack" else incidents.resolve
         try:
-            return action(db, incident_id, caller.name, body.note)
+            result = action(db, incident_id, caller.name, body.note)
         except incidents.IncidentNotFoundError as error:
             raise HTTPException(404, str(error)) from None
         except incidents.WorkflowError as error:
             raise HTTPException(409, str(error)) from None
+        audit.record(
+            db,
+            audit.AuditEntry(
+                now_ms(),
+                caller.name,
+                caller.role,
+                "incident.ack" if target == "ack" else "incident.resolve",
+                incident_id=incident_id,
+            ),
+        )
+        return result
 
     @app.post("/api/v1/incidents/{incident_id}/ack")
     def ack_incident(
@@ -388,4 +413,5 @@ def create_app(  # noqa: C901, PLR0915
             raise HTTPException(404, f"no active token with id {token_id}")
         return Response(status_code=204)
 
+    web.mount_web(app, db)
     return app

@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--name", default="cli", help="What the token is for.")
 
+    commands.add_parser(
+        "audit",
+        help="Show the audit log, export a node's data or delete a site's old data.",
+        add_help=False,
+    )
     user = commands.add_parser("user", help="Create a user for POST /api/v1/login.")
     common(user)
     user.add_argument("username")
@@ -148,7 +153,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return the exit status."""
-    args = _parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] == "audit":
+        # Audit log, per-node export and deletion: `sitlab-gateway audit --db URL
+        # {log | export --site S --node N | delete --site S --before DATE}`.
+        from gateway.audit import main as audit_main  # noqa: PLC0415
+
+        return audit_main(arguments[1:])
+    args = _parser().parse_args(arguments)
     try:
         return _dispatch(args)
     except (ConfigError, StoreError, AuthError) as error:

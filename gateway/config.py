@@ -199,6 +199,11 @@ class RetentionSettings(_Section):
         ge=0,
         description="Server-sent event log that reconnecting clients resume from.",
     )
+    audit_log_days: float = Field(
+        730,
+        ge=0,
+        description="Audit log of evidence views, acknowledgements and exports.",
+    )
     interval_s: float = Field(
         3600, gt=0, description="How often the retention task runs."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from gateway import audit
 from gateway.config import RetentionSettings
 from gateway.store import Database
 from gateway.timeutil import now_ms
@@ -44,6 +45,7 @@ def apply_retention(
                 f"DELETE FROM {table} WHERE {column} < ?{extra} RETURNING 1", (cutoff,)
             )
         deleted[table] = len(rows)
+    deleted["audit_log"] = audit.apply_retention(db, settings.audit_log_days, now)
     logger.info(
         "retention deleted %s",
         ", ".join(f"{count} {table}" for table, count in deleted.items()) or "nothing",
