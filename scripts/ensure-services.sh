@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what the tests need: Mosquitto (the tests start their own
-# brokers from its binary) and a PostgreSQL server on 127.0.0.1:5432.
+# brokers from its binary), OpenSSL for the TLS tests, Chromium for the page
+# tests, and a PostgreSQL server on 127.0.0.1:5432.
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,8 @@ missing=()
 command -v mosquitto_passwd >/dev/null || missing+=(mosquitto-clients)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+# The dispatcher page tests drive Debian's Chromium through Playwright.
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 
 if ((${#missing[@]})); then
     echo "installing ${missing[*]} from Debian's packages" >&2
