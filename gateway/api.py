@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from gateway import aggregate, audit, auth, incidents, nodes, stream, web
+from gateway import aggregate, audit, auth, fleet, incidents, nodes, stream, web
 from gateway.config import GatewayConfig
 from gateway.store import Database
 from gateway.timeutil import ms_iso, now_ms, to_ms
@@ -414,4 +414,5 @@ def create_app(  # noqa: C901, PLR0915
         return Response(status_code=204)
 
     web.mount_web(app, db)
+    app.include_router(fleet.router(db, config, require, status))
     return app

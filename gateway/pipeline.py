@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge.messages import SEQUENCED_KINDS
-from gateway import counts, incidents, nodes
+from gateway import counts, fleet, incidents, nodes
 from gateway.ingest import Accepted, Rejected, classify, clean_text
 from gateway.store import Database, Tx
 from gateway.timeutil import iso_ms, now_ms
@@ -115,6 +115,8 @@ def _apply_kind(tx: Tx, item: Accepted) -> None:
         incidents.apply_message(tx, message, at_ms)
     elif item.kind == "config_state":
         nodes.apply_config_state(tx, message)
+    elif item.kind == "model_state":
+        fleet.apply_model_state(tx, message, at_ms)
 
 
 def apply_batch(
