@@ -4,7 +4,7 @@ The gateway publishes node-bound requests on `sitlab/v1/{site}/{node}/config/set
 and `.../model/set` (formats in docs/deployment.md) and follows the nodes'
 `config_state` and `model_state` replies. A config request's state is read
 from the stored `config_state` messages. Roll-out targets are updated by
-`apply_model_state` on the writer thread; a `RolloutDriver` thread publishes
+`apply_model_state` on the writer thread. A `RolloutDriver` thread publishes
 the next stage once every node of the current one reports `applied`.
 """
 # No `from __future__ import annotations`: FastAPI reads the dependencies in
@@ -51,7 +51,7 @@ MAX_MODEL_BYTES = 512 * 1024 * 1024
 CHUNK_BYTES = 1 << 20
 # How far back a config_state reply may be stamped before its request was
 # recorded: the request row commits after the publish, so a fast node can
-# answer first.
+# reply first.
 REPLY_SLACK_MS = 5_000
 
 # Order of a roll-out target's states; a reply never moves a target back.
@@ -264,6 +264,8 @@ class FleetPublisher:
 Publish = Callable[[str, bytes], None]
 
 
+# NOTE: the ingest subscription `sitlab/v1/+/+/#` also receives these
+# node-bound requests and dead-letters them as `unknown_topic`.
 def node_topic(site: str, node: str, leaf: str) -> str:
     """Return `sitlab/v1/{site}/{node}/{leaf}`."""
     return str(Topic(site, node, leaf))
