@@ -264,8 +264,6 @@ class FleetPublisher:
 Publish = Callable[[str, bytes], None]
 
 
-# NOTE: the ingest subscription `sitlab/v1/+/+/#` also receives these
-# node-bound requests and dead-letters them as `unknown_topic`.
 def node_topic(site: str, node: str, leaf: str) -> str:
     """Return `sitlab/v1/{site}/{node}/{leaf}`."""
     return str(Topic(site, node, leaf))

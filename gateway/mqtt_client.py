@@ -25,6 +25,10 @@ TOPIC_FILTER = "sitlab/v1/+/+/#"
 MessageSink = Callable[[str, bytes, Callable[[], None]], None]
 
 
+# Topic leaves the gateway publishes to nodes; ingest skips them.
+GATEWAY_TO_NODE_LEAVES = ("/config/set", "/model/set")
+
+
 class MqttError(RuntimeError):
     """A broker URL that cannot be used."""
 
@@ -197,4 +201,9 @@ class MqttIngest:
             # The MQTT spec requires UTF-8 topics; keep a readable copy so
             # the message can still be dead-lettered.
             topic = message._topic.decode("utf-8", "replace")  # noqa: SLF001
+        if topic.endswith(GATEWAY_TO_NODE_LEAVES):
+            # The gateway's own config and model requests to nodes come back
+            # through the `#` subscription; they are not node reports.
+            acknowledge()
+            return
         self._sink(topic, bytes(message.payload), acknowledge)
