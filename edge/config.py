@@ -27,6 +27,7 @@ from ruamel.yaml.error import YAMLError
 
 from edge.config_calibration import GroundConfig, LensConfig, TamperingConfig
 from edge.config_rules import IncidentsConfig, RuleConfig, rule_classes
+from edge.motion import MotionConfig
 from edge.types import Anchor
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -336,6 +337,13 @@ class NodeConfig(_Strict):
     source: SourceConfig
     model: ModelConfig
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    motion: MotionConfig = Field(
+        default_factory=MotionConfig,
+        description=(
+            "Motion gating, detection rate and the maximum interval between full "
+            "detections."
+        ),
+    )
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     geometry: GeometryConfig = Field(default_factory=GeometryConfig)
     lines: list[LineConfig] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from typing import Any
 
 from edge import __version__
 from edge.analytics import Analytics, CountsInterval, GeometryError
+from edge.capture import CaptureThread
 from edge.config import NodeConfig
 from edge.detector import Detector, DetectorError
 from edge.health import HealthProbe
@@ -26,6 +27,7 @@ from edge.incidents.evidence import PRIVACY_CLASSES
 from edge.masks import PrivacyMask
 from edge.messages import utc_iso
 from edge.scene import Scene
+from edge.schedule_detect import DetectionScheduler, detect_regions
 from edge.sinks import Sink
 from edge.sources import SourceError, open_source
 from edge.stages import StageTimer
@@ -153,26 +155,31 @@ class Pipeline:
 
     def _loop(self, source: Any, stop: threading.Event) -> None:  # noqa: ANN401
         timer = self.summary.timer
-        frames = iter(source)
+        # Decoding runs on its own thread, overlapping inference.
+        capture = CaptureThread(source, live=bool(source.is_live))
+        frames = iter(capture)
         state: _FrameState | None = None
-        while not stop.is_set():
-            decode_start = time.perf_counter()
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except SourceError as error:
-                raise PipelineError(str(error)) from error
-            timer.add("decode", time.perf_counter() - decode_start)
-            if state is None:
-                state = self._start_stream(frame, source)
-            self._apply_pending(state, frame)
-            self._process(frame, state)
-            self._last_frame = frame
-            if self._on_frame is not None:
-                self._on_frame(frame)
-            if self._max_stream_s is not None and frame.pts_s >= self._max_stream_s:
-                break
+        try:
+            while not stop.is_set():
+                wait_start = time.perf_counter()
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except SourceError as error:
+                    raise PipelineError(str(error)) from error
+                timer.add("decode", time.perf_counter() - wait_start)
+                if state is None:
+                    state = self._start_stream(frame, source)
+                self._apply_pending(state, frame)
+                self._process(frame, state)
+                self._last_frame = frame
+                if self._on_frame is not None:
+                    self._on_frame(frame)
+                if self._max_stream_s is not None and frame.pts_s >= self._max_stream_s:
+                    break
+        finally:
+            capture.close()
         if state is not None:
             last = state.analytics.flush()
             if last is not None:
@@ -301,6 +308,11 @@ class Pipeline:
             tracker=tracker,
             analytics=analytics,
             mask=PrivacyMask(scene.masks, resolution),
+            scheduler=DetectionScheduler(
+                self.config.motion,
+                live=bool(source.is_live),
+                input_wh=self.detector.input_size_wh,
+            ),
         )
 
     def _process(self, frame: Frame, state: _FrameState) -> None:
@@ -308,7 +320,15 @@ class Pipeline:
         with timer.stage("mask"):
             state.mask.apply(frame.image)
 
-        detections = self._detect(frame) if frame.detection_ran else Detections.empty()
+        with timer.stage("motion"):
+            plan = state.scheduler.plan(frame)
+        if not frame.detection_ran:
+            detections = Detections.empty()
+        elif plan.regions:
+            with timer.stage("inference"):
+                detections = detect_regions(self.detector, frame, plan.regions)
+        else:
+            detections = self._detect(frame)
 
         with timer.stage("tracking"):
             tracks, ended = state.tracker.update(
@@ -425,3 +445,4 @@ class _FrameState:
     tracker: ByteTracker
     analytics: Analytics
     mask: PrivacyMask
+    scheduler: DetectionScheduler

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 STAGES = (
     "decode",
     "mask",
+    "motion",
     "preprocess",
     "inference",
     "postprocess",
