@@ -13,6 +13,7 @@ from typing import Any
 
 from edge import __version__
 from edge.config import ConfigError, NodeConfig, json_schema, load_config, parse_config
+from edge.config_check import check_deployable, describe
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt", help="broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT")
     run.add_argument("--outbox", type=Path, help="outbox file (overrides the config)")
 
-    check = commands.add_parser("check-config", help="validate a node config file")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a node config file: schema, geometry, rules and model",
+    )
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--no-model",
+        action="store_true",
+        help="skip loading the model file (on a machine that does not hold it)",
+    )
 
     commands.add_parser("schema", help="print the JSON Schema of the node config")
     commands.add_parser(
@@ -125,22 +134,19 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """Build the node config from --config and the quick-trial flags."""
     if args.config is not None:
         config = load_config(args.config)
-        overrides: dict[str, Any] = {}
-        if args.source:
-            overrides["source"] = config.source.model_copy(update={"uri": args.source})
-        if args.fps:
-            overrides["source"] = (overrides.get("source") or config.source).model_copy(
-                update={"fps": args.fps}
-            )
-        if args.mqtt:
-            overrides["mqtt"] = config.mqtt.model_copy(update={"url": args.mqtt})
-        if args.outbox:
-            overrides["outbox"] = config.outbox.model_copy(update={"path": args.outbox})
-        if args.interval:
-            overrides["counts"] = config.counts.model_copy(
-                update={"interval_s": args.interval}
-            )
-        return config.model_copy(update=overrides)
+        values = config.model_dump(mode="python", exclude_unset=False)
+        if args.source is not None:
+            values["source"]["uri"] = args.source
+        if args.fps is not None:
+            values["source"]["fps"] = args.fps
+        if args.mqtt is not None:
+            values["mqtt"]["url"] = args.mqtt
+        if args.outbox is not None:
+            values["outbox"]["path"] = args.outbox.resolve()
+        if args.interval is not None:
+            values["counts"]["interval_s"] = args.interval
+        # Validate again, so a flag gets the same checks as the file.
+        return parse_config(values, f"{args.config} with command-line flags")
 
     if not args.source or not args.model:
         raise ConfigError("without --config, both --source and --model are required")
@@ -154,9 +160,9 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "zones": [{"name": name, "polygon": points} for name, points in args.zone],
         "mqtt": {"url": args.mqtt},
     }
-    if args.interval:
+    if args.interval is not None:
         data["counts"] = {"interval_s": args.interval}
-    if args.outbox:
+    if args.outbox is not None:
         data["outbox"] = {"path": str(args.outbox)}
     return parse_config(data, "command line", base_dir=Path.cwd())
 
@@ -192,7 +198,8 @@ def _run(args: argparse.Namespace) -> int:
         pipeline = Pipeline(config, sink)
         summary = pipeline.run(stop)
     except PipelineError as error:
-        logger.error("%s", error)  # noqa: TRY400
+        where = f"node config {args.config}: " if args.config else ""
+        logger.error("%s%s", where, error)  # noqa: TRY400
         return EXIT_FAILED
     finally:
         sink.close()
@@ -215,12 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "check-config":
-            config = load_config(args.file)
-            print(
-                f"{args.file}: valid; site {config.site}, node {config.node}, "
-                f"{len(config.lines)} lines, {len(config.zones)} zones"
-            )
-            return EXIT_OK
+            return _check_config(args)
         if args.command == "schema":
             print(json.dumps(json_schema(), indent=2))
             return EXIT_OK
@@ -228,6 +230,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid configuration:\n{error}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_USAGE
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    problems = check_deployable(config, load_model=not args.no_model)
+    if problems:
+        print(
+            f"invalid configuration:\n{describe(args.file, problems)}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    print(
+        f"{args.file}: valid; site {config.site}, node {config.node}, "
+        f"{len(config.lines)} lines, {len(config.zones)} zones, "
+        f"{len(config.rules)} rules"
+    )
+    return EXIT_OK
 
 
 if __name__ == "__main__":

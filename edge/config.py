@@ -195,6 +195,23 @@ class GeometryConfig(_Strict):
             "stream's own resolution (quick trials only)."
         ),
     )
+
+    @field_validator("reference_resolution", mode="before")
+    @classmethod
+    def _resolution_shape(cls, value: Any) -> Any:  # noqa: ANN401
+        if value is None or value == "source":
+            return value
+        if (
+            isinstance(value, list | tuple)
+            and len(value) == 2
+            and all(isinstance(item, int) and item > 0 for item in value)
+        ):
+            return tuple(value)
+        raise ValueError(
+            f"{value!r} is not a resolution; give [width, height] in pixels, e.g. "
+            "[1280, 720], or 'source' to use the stream's own resolution"
+        )
+
     units: Literal["pixels", "normalized"] = Field(
         default="pixels",
         description="'normalized' coordinates run from 0 to 1 across the picture.",
@@ -495,11 +512,27 @@ def _resolve_paths(config: NodeConfig, base_dir: Path) -> NodeConfig:
         }
     )
     update: dict[str, Any] = {"model": model, "outbox": outbox, "mqtt": mqtt}
+    if _is_relative_file(config.source.uri):
+        uri = str((base_dir / config.source.uri).resolve())
+        update["source"] = config.source.model_copy(update={"uri": uri})
     if config.tampering is not None:
         update["tampering"] = config.tampering.model_copy(
             update={"reference_frame": resolve(config.tampering.reference_frame)}
         )
     return config.model_copy(update=update)
+
+
+# Source URIs that name no file: streams, devices, pipelines and cameras.
+_NON_FILE_PREFIXES = ("/", "gst:", "picamera:", "v4l2:", "file://")
+
+
+def _is_relative_file(uri: str) -> bool:
+    """Return True when `uri` is a relative path of a file or image folder."""
+    return (
+        "://" not in uri
+        and not uri.isdigit()
+        and not uri.startswith(_NON_FILE_PREFIXES)
+    )
 
 
 def load_yaml(path: Path) -> Any:  # noqa: ANN401
@@ -511,7 +544,8 @@ def load_yaml(path: Path) -> Any:  # noqa: ANN401
     try:
         return YAML(typ="rt").load(text)
     except YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+        detail = str(error).replace('"<unicode string>"', f'"{path}"')
+        raise ConfigError(f"{path}: invalid YAML: {detail}") from None
 
 
 def load_config(path: Path) -> NodeConfig:

@@ -7,6 +7,7 @@ gateway; both sides validate with the functions here.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -208,7 +209,42 @@ def validate(payload: Any, kind: str | None = None) -> dict[str, Any]:  # noqa: 
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(message)"
         raise MessageError(f"{expected} message invalid at {where}: {error.message}")
+    _check_finite(payload, "")
+    _check_time_order(payload, expected)
     return payload
+
+
+def _check_finite(value: Any, where: str) -> None:  # noqa: ANN401
+    """Reject NaN and infinities, which Python's json module reads by default."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MessageError(
+            f"message invalid at {where or '(message)'}: {value} is not a finite number"
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}/{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}/{index}" if where else str(index))
+
+
+# Pairs of time fields of a kind where the second may not precede the first.
+_TIME_ORDER = {
+    "counts": ("interval_start", "interval_end"),
+    "incident": ("started_at", "ended_at"),
+}
+
+
+def _check_time_order(payload: dict[str, Any], kind: str) -> None:
+    pair = _TIME_ORDER.get(kind)
+    if pair is None or pair[1] not in payload:
+        return
+    first, second = (parse_utc(payload[name]) for name in pair)
+    if second < first:
+        raise MessageError(
+            f"{kind} message invalid at {pair[1]}: {payload[pair[1]]} is before "
+            f"{pair[0]} {payload[pair[0]]}"
+        )
 
 
 def encode(payload: dict[str, Any]) -> bytes:

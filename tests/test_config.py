@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -53,6 +54,26 @@ def test_relative_paths_resolve_against_config_file(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     assert config.model.path == (tmp_path / "model.onnx").resolve()
     assert config.outbox.path.is_absolute()
+    assert config.source.uri == str((tmp_path / "clip.avi").resolve())
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "rtsp://cam.local/stream",
+        "/dev/video0",
+        "0",
+        "gst:videotestsrc ! appsink",
+        "picamera:0",
+        "/abs/clip.avi",
+    ],
+    ids=["rtsp", "v4l2-device", "device-index", "gstreamer", "picamera", "absolute"],
+)
+def test_non_file_sources_are_not_resolved(tmp_path: Path, uri: str) -> None:
+    config = load_config(
+        write(tmp_path, MINIMAL.replace("uri: clip.avi", f"uri: '{uri}'"))
+    )
+    assert config.source.uri == uri
 
 
 @pytest.mark.parametrize(
@@ -122,10 +143,87 @@ def test_password_env_missing_is_reported(
     assert config.mqtt.password() == "s3cret"
 
 
+GEOMETRY = "geometry:\n  reference_resolution: [768, 576]\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (
+            GEOMETRY + "lines:\n  - {name: l1, points: [[384, 0], [384, 0]]}\n",
+            r"geometry: line 'l1' has zero length",
+        ),
+        (
+            GEOMETRY + "lines:\n  - {name: l1, points: [[384, 0], [900, 576]]}\n",
+            r"line 'l1' end \(900, 576\) is outside the reference frame 768x576",
+        ),
+        (
+            GEOMETRY
+            + "zones:\n  - {name: z, polygon: [[0, 0], [100, 100], [0, 100], [100, 0]]}\n",
+            r"zone 'z'.*(cross|intersect)",
+        ),
+        (
+            "geometry:\n  units: normalized\nlines:\n  - {name: l1, points: [[0, 0], [384, 576]]}\n",
+            r"outside the normalised frame",
+        ),
+        (
+            GEOMETRY
+            + "zones:\n  - {name: z, polygon: [[0, 0], [100, 0], [100, 100]]}\n"
+            "rules:\n  - {name: r, type: intrusion, zones: [nowhere]}\n",
+            r"rule 'r' refers to zone 'nowhere'",
+        ),
+        (
+            GEOMETRY
+            + "zones:\n  - {name: z, polygon: [[0, 0], [100, 0], [100, 100]]}\n"
+            "rules:\n  - {name: r, type: abandoned_object, zones: [z]}\n",
+            r"watches \['backpack', 'handbag', 'suitcase'\].*add them to detection.classes",
+        ),
+    ],
+    ids=[
+        "zero-length-line",
+        "point-outside-frame",
+        "self-intersecting-zone",
+        "pixels-as-normalised",
+        "rule-on-unknown-zone",
+        "rule-class-not-detected",
+    ],
+)
+def test_check_config_rejects_what_run_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, match: str
+) -> None:
+    path = write(tmp_path, MINIMAL + extra)
+    assert main(["check-config", "--no-model", str(path)]) == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+@pytest.mark.media
+@pytest.mark.parametrize(
+    ("model_line", "match"),
+    [
+        ("  path: absent.onnx\n", r"model: model file .*absent.onnx' not found"),
+        (
+            "  path: {models}/yolov8n_320_fp32.onnx\n  sha256: '" + "0" * 64 + "'\n",
+            r"model: .*has sha256 b73aa24b.*expected 0000",
+        ),
+    ],
+    ids=["missing-model", "wrong-sha256"],
+)
+def test_check_config_loads_model(
+    tmp_path: Path,
+    models_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_line: str,
+    match: str,
+) -> None:
+    text = MINIMAL.replace("  path: model.onnx\n", model_line.format(models=models_dir))
+    assert main(["check-config", str(write(tmp_path, text))]) == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
 def test_check_config_command_exit_codes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["check-config", str(write(tmp_path, MINIMAL))]) == 0
+    assert main(["check-config", "--no-model", str(write(tmp_path, MINIMAL))]) == 0
     assert "valid" in capsys.readouterr().out
     assert main(["check-config", str(write(tmp_path, MINIMAL + "bogus: 1\n"))]) == 2
     assert "bogus: unknown key" in capsys.readouterr().err

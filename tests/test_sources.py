@@ -537,3 +537,16 @@ def test_picamera_released_on_close() -> None:
     assert cameras[0].config is not None
     assert cameras[0].config["controls"] == {"FrameRate": 15}
     assert source.fps == 15
+
+
+@pytest.mark.media
+def test_truncated_file_warns_about_missing_frames(
+    vtest_avi: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(vtest_avi.read_bytes()[:300_000])
+    with caplog.at_level(logging.WARNING, logger="edge.sources.file"):
+        with open_source(str(truncated)) as source:
+            frames = sum(1 for _ in source)
+    assert frames < 100
+    assert f"ended after {frames} of the 795 frames" in caplog.text

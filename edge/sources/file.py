@@ -75,6 +75,7 @@ class FileSource(VideoSource):
         self._frames_read = 0
         self._first_msec: float | None = None
         self._last_pts_s: float | None = None
+        self._header_frames = int(max(self._capture.get(cv2.CAP_PROP_FRAME_COUNT), 0))
         self._pending: Image | None = self._read_first()
         height, width = self._pending.shape[:2]
         self._resolution_wh = (int(width), int(height))
@@ -115,6 +116,7 @@ class FileSource(VideoSource):
         while True:
             image = self._next_image()
             if image is None:
+                self._warn_if_short()
                 return
             index = self._frames_read
             self._frames_read += 1
@@ -124,6 +126,23 @@ class FileSource(VideoSource):
                 index=index,
                 pts_s=pts_s,
                 captured_at=self._start_at + timedelta(seconds=pts_s),
+            )
+
+    def _warn_if_short(self) -> None:
+        """Warn when a file ends well before the frame count in its header.
+
+        Containers round their counts and some lose a frame or two at the
+        end, so only a shortfall of more than 2 % (and 2 frames) is reported.
+        """
+        expected = self._header_frames
+        missing = expected - self._frames_read
+        if expected and missing > max(2, 0.02 * expected):
+            logger.warning(
+                "video file %s ended after %d of the %d frames its header "
+                "announces; the file is probably truncated or damaged",
+                self._path,
+                self._frames_read,
+                expected,
             )
 
     def close(self) -> None:
