@@ -158,12 +158,13 @@ GEOMETRY = "geometry:\n  reference_resolution: [768, 576]\n"
             r"line 'l1' end \(900, 576\) is outside the reference frame 768x576",
         ),
         (
-            GEOMETRY
-            + "zones:\n  - {name: z, polygon: [[0, 0], [100, 100], [0, 100], [100, 0]]}\n",
+            GEOMETRY + "zones:\n  - name: z\n"
+            "    polygon: [[0, 0], [100, 100], [0, 100], [100, 0]]\n",
             r"zone 'z'.*(cross|intersect)",
         ),
         (
-            "geometry:\n  units: normalized\nlines:\n  - {name: l1, points: [[0, 0], [384, 576]]}\n",
+            "geometry:\n  units: normalized\n"
+            "lines:\n  - {name: l1, points: [[0, 0], [384, 576]]}\n",
             r"outside the normalised frame",
         ),
         (
@@ -176,7 +177,8 @@ GEOMETRY = "geometry:\n  reference_resolution: [768, 576]\n"
             GEOMETRY
             + "zones:\n  - {name: z, polygon: [[0, 0], [100, 0], [100, 100]]}\n"
             "rules:\n  - {name: r, type: abandoned_object, zones: [z]}\n",
-            r"watches \['backpack', 'handbag', 'suitcase'\].*add them to detection.classes",
+            r"watches \['backpack', 'handbag', 'suitcase'\].*"
+            r"add them to detection.classes",
         ),
     ],
     ids=[

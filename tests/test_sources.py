@@ -545,8 +545,10 @@ def test_truncated_file_warns_about_missing_frames(
 ) -> None:
     truncated = tmp_path / "truncated.avi"
     truncated.write_bytes(vtest_avi.read_bytes()[:300_000])
-    with caplog.at_level(logging.WARNING, logger="edge.sources.file"):
-        with open_source(str(truncated)) as source:
-            frames = sum(1 for _ in source)
+    with (
+        caplog.at_level(logging.WARNING, logger="edge.sources.file"),
+        open_source(str(truncated)) as source,
+    ):
+        frames = sum(1 for _ in source)
     assert frames < 100
     assert f"ended after {frames} of the 795 frames" in caplog.text

@@ -9,8 +9,10 @@ with the node's evidence renderer, and publishes it over MQTT as a node.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,7 +37,11 @@ from tests.support.gateway_server import gateway_config, publisher, wait_until
 pytestmark = [pytest.mark.media, pytest.mark.mqtt, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGES = REPO / "docs" / "images"
+# The screenshots go to a temporary folder, so a test run never changes the
+# committed files; SITLAB_DOCS_IMAGES=docs/images regenerates the docs.
+IMAGES = Path(
+    os.environ.get("SITLAB_DOCS_IMAGES") or tempfile.mkdtemp(prefix="sitlab-screens-")
+)
 PASSWORD = "correct horse battery"
 SITE, NODE, TIME_ZONE = "lab", "campus-01", "Europe/Prague"
 PERSON = 0  # COCO class index of "person"
