@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from edge.messages import SCHEMA_VERSION, MessageError, Topic, kind_for_leaf, validate
+from edge.messages import (
+    SCHEMA_VERSION,
+    MessageError,
+    Topic,
+    kind_for_leaf,
+    parse_utc,
+    validate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +34,19 @@ REASONS = (
     "unknown_schema_version",
     "schema",
     "topic_mismatch",
+    "out_of_range",
+    "invalid_time",
+    "seq_conflict",
     "store_error",
 )
+
+# Both databases store integers in signed 64-bit columns.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# Time fields per kind, and the (earlier, later) pairs that must be in order.
+TIME_FIELDS = ("sent_at", "interval_start", "interval_end", "started_at", "ended_at")
+TIME_ORDER = (("interval_start", "interval_end"), ("started_at", "ended_at"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +115,11 @@ def classify(
         _check_size(raw, max_bytes)
         parsed_topic, kind = _parse_topic(topic)
         payload = _decode(raw)
+        _check_version(payload)
+        # Before the schema, so that the store's limits hold whatever maxima
+        # and formats the schemas declare.
+        _check_ranges(payload)
+        _check_times(payload)
         message = _validate(payload, kind)
         _check_origin(message, parsed_topic)
     except _RejectedError as error:
@@ -144,7 +169,7 @@ def _decode(raw: bytes) -> Any:  # noqa: ANN401
     return payload
 
 
-def _validate(payload: Any, kind: str) -> dict[str, Any]:  # noqa: ANN401
+def _check_version(payload: Any) -> None:  # noqa: ANN401
     if isinstance(payload, dict) and payload.get("schema_version") != SCHEMA_VERSION:
         version = payload.get("schema_version")
         raise _RejectedError(
@@ -152,6 +177,9 @@ def _validate(payload: Any, kind: str) -> dict[str, Any]:  # noqa: ANN401
             f"schema_version {version!r} is not {SCHEMA_VERSION}, "
             "the version this gateway reads",
         )
+
+
+def _validate(payload: Any, kind: str) -> dict[str, Any]:  # noqa: ANN401
     try:
         return validate(payload, kind)
     except MessageError as error:
@@ -167,6 +195,58 @@ def _check_origin(message: dict[str, Any], topic: Topic) -> None:
             f"payload site/node {message['site']}/{message['node']} does not match "
             f"topic site/node {topic.site}/{topic.node}",
         )
+
+
+def _check_ranges(payload: Any) -> None:  # noqa: ANN401
+    """Reject integers outside 64 bits and non-finite numbers, naming the field."""
+    try:
+        _check_value(payload, "")
+    except RecursionError:
+        raise _RejectedError("schema", "payload nests too deeply to check") from None
+
+
+def _check_value(value: Any, path: str) -> None:  # noqa: ANN401
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_value(item, f"{path}/{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_value(item, f"{path}/{index}")
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise _RejectedError(
+            "out_of_range",
+            f"{path or '/'} = {value} is outside the 64-bit integer range "
+            f"{INT64_MIN}..{INT64_MAX} the store holds",
+        )
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _RejectedError(
+            "out_of_range", f"{path or '/'} = {value} is not a finite number"
+        )
+
+
+def _check_times(message: Any) -> None:  # noqa: ANN401
+    """Parse every time field and check that intervals do not run backwards."""
+    if not isinstance(message, dict):
+        return
+    parsed: dict[str, datetime] = {}
+    for name in TIME_FIELDS:
+        text = message.get(name)
+        if not isinstance(text, str):
+            continue
+        try:
+            parsed[name] = parse_utc(text)
+        except (ValueError, OverflowError) as error:
+            raise _RejectedError(
+                "invalid_time", f"/{name} {text!r} is not a valid UTC time: {error}"
+            ) from None
+    for first, last in TIME_ORDER:
+        if first in parsed and last in parsed and parsed[last] < parsed[first]:
+            raise _RejectedError(
+                "invalid_time",
+                f"/{last} {message[last]!r} is before /{first} {message[first]!r}",
+            )
 
 
 def _text_problem(payload: Any) -> str | None:  # noqa: ANN401

@@ -139,13 +139,16 @@ def apply_batch(
     try:
         with db.transaction() as tx:
             _apply_all(tx, ordered, offline_after_s, isolate=False)
-    except Exception:
+    except Exception as error:
         # Savepoints cost two round trips per message on PostgreSQL, so they
-        # are used only to find the message that made the batch fail.
-        logger.warning(
-            "a batch of %d messages failed; retrying each in its own savepoint",
+        # are used only to find the message that made the batch fail. The
+        # message that fails again logs its own warning below.
+        logger.debug(
+            "a batch of %d messages failed (%s: %s); retrying each in its own "
+            "savepoint",
             len(ordered),
-            exc_info=True,
+            type(error).__name__,
+            error,
         )
         with db.transaction() as tx:
             _apply_all(tx, ordered, offline_after_s, isolate=True)
@@ -169,7 +172,14 @@ def _apply_all(
             with tx.savepoint():
                 tally[apply(tx, item)] += 1
         except Exception as error:
-            logger.exception("storing a message from %s failed", item.topic)
+            logger.warning(
+                "storing message %s from %s failed, dead-lettered as store_error: "
+                "%s: %s",
+                _message_id(item),
+                item.topic,
+                type(error).__name__,
+                error,
+            )
             with tx.savepoint():
                 tally[_dead_letter(tx, _store_failure(item, error))] += 1
     for name in sorted(tally):
@@ -187,6 +197,12 @@ def _store_failure(item: Accepted | Rejected, error: Exception) -> Rejected:
         size=0,
         received_ms=item.received_ms,
     )
+
+
+def _message_id(item: Accepted | Rejected) -> str:
+    if isinstance(item, Accepted):
+        return str(item.payload.get("message_id", "?"))
+    return "?"
 
 
 def _node_key(item: Accepted | Rejected) -> tuple[str, str]:

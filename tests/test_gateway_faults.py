@@ -1,0 +1,208 @@
+"""Faults a tester found in the gateway, one table per kind of fault."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.ingest import Accepted, Rejected, classify
+from gateway.pipeline import apply_batch
+from gateway.store import Database
+from gateway.timeutil import now_ms
+from tests.support import gateway_fixtures
+from tests.support.gateway_fixtures import counts_message, incident_message, wire
+
+# Fixtures shared by the gateway tests, on SQLite and PostgreSQL.
+db = gateway_fixtures.db
+db_url = gateway_fixtures.db_url
+postgres_database = gateway_fixtures.postgres_database
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def _classify(message: dict[str, Any]) -> Accepted | Rejected:
+    return classify(*wire(message), max_bytes=10**6, keep_bytes=512, now_ms=now_ms())
+
+
+def _raw_classify(message: dict[str, Any]) -> Accepted | Rejected:
+    # json.dumps keeps NaN and Infinity, which encode() would refuse to write.
+    topic, _ = wire(message)
+    raw = json.dumps(message).encode()
+    return classify(topic, raw, max_bytes=10**6, keep_bytes=512, now_ms=now_ms())
+
+
+def scalar(db: Database, sql: str, params: tuple[Any, ...] = ()) -> int:
+    return int(db.query(sql, params)[0][0] or 0)
+
+
+def _set(path: tuple[str | int, ...], value: Any) -> Edit:  # noqa: ANN401
+    def edit(message: dict[str, Any]) -> None:
+        target: Any = message
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return edit
+
+
+def _zone(message: dict[str, Any]) -> None:
+    message["zones"] = [
+        {
+            "zone": "yard",
+            "class": "person",
+            "current": 1,
+            "max": 2,
+            "mean": 1.0,
+            "entries": 1,
+            "exits": 0,
+        }
+    ]
+
+
+def _zone_with(key: str, value: Any) -> Edit:  # noqa: ANN401
+    def edit(message: dict[str, Any]) -> None:
+        _zone(message)
+        message["zones"][0][key] = value
+
+    return edit
+
+
+# --- 1. integers a 64-bit column cannot hold ---------------------------------
+
+OUT_OF_RANGE = [
+    ("seq_2_70", _set(("seq",), 2**70), r"/seq = 1180591620717411303424 is outside"),
+    ("seq_2_63", _set(("seq",), 2**63), r"/seq = 9223372036854775808 is outside"),
+    ("line_in", _set(("lines", 0, "in"), 2**64), r"/lines/0/in = \d+ is outside"),
+    ("line_out", _set(("lines", 0, "out"), 2**80), r"/lines/0/out = \d+ is outside"),
+    ("zone_entries", _zone_with("entries", 2**65), r"/zones/0/entries = \d+"),
+    ("zone_mean_inf", _zone_with("mean", float("inf")), r"/zones/0/mean = inf is not"),
+    ("zone_mean_nan", _zone_with("mean", float("nan")), r"/zones/0/mean = nan is not"),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [(edit, match) for _, edit, match in OUT_OF_RANGE],
+    ids=[case[0] for case in OUT_OF_RANGE],
+)
+def test_out_of_range_rejected_in_ingest(edit: Edit, match: str) -> None:
+    message = counts_message()
+    edit(message)
+    item = _raw_classify(message)
+    assert isinstance(item, Rejected), item
+    assert item.reason == "out_of_range"
+    assert re.search(match, item.detail), item.detail
+
+
+def test_out_of_range_names_the_limit(db: Database) -> None:
+    apply_batch(
+        db, [_classify(counts_message(seq=1)), _classify(counts_message(seq=2**70))]
+    )
+    rows = db.query("SELECT reason, detail FROM dead_letters")
+    assert [row[0] for row in rows] == ["out_of_range"]
+    assert "-9223372036854775808..9223372036854775807" in rows[0][1]
+    assert scalar(db, "SELECT COUNT(*) FROM count_lines") == 1
+
+
+def test_store_error_logs_one_line(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Built by hand past ingest's checks, so the database itself refuses it.
+    bad = counts_message(seq=2**70)
+    item = Accepted(
+        topic=wire(bad)[0], kind="counts", payload=bad, received_ms=now_ms()
+    )
+    with caplog.at_level(logging.DEBUG, logger="gateway"):
+        apply_batch(db, [_classify(counts_message(seq=1)), item])
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1, [r.getMessage() for r in loud]
+    assert loud[0].exc_info is None
+    text = loud[0].getMessage()
+    assert bad["message_id"] in text
+    assert "sitlab/v1/s1/n1/counts" in text
+    assert (
+        "OverflowError" in text
+        or "NumericValueOutOfRange" in text
+        or "out of range" in text
+    )
+    assert [r[0] for r in db.query("SELECT reason FROM dead_letters")] == [
+        "store_error"
+    ]
+
+
+# --- 2. impossible times and intervals that run backwards ---------------------
+
+
+def _incident(**fields: str) -> dict[str, Any]:
+    message = incident_message("inc-1", "end")
+    message.update(fields)
+    return message
+
+
+BAD_TIMES = [
+    (
+        "interval_start_month_13",
+        lambda: {**counts_message(), "interval_start": "2026-13-45T99:00:00Z"},
+        r"/interval_start '2026-13-45T99:00:00Z' is not a valid UTC time",
+    ),
+    (
+        "interval_end_feb_30",
+        lambda: {**counts_message(), "interval_end": "2024-02-30T00:00:00Z"},
+        r"/interval_end '2024-02-30T00:00:00Z' is not a valid UTC time",
+    ),
+    (
+        "sent_at_hour_25",
+        lambda: {**counts_message(), "sent_at": "2024-01-01T25:00:00Z"},
+        r"/sent_at '2024-01-01T25:00:00Z' is not a valid UTC time",
+    ),
+    (
+        "started_at_second_61",
+        lambda: _incident(started_at="2024-01-01T00:00:61Z"),
+        r"/started_at '2024-01-01T00:00:61Z' is not a valid UTC time",
+    ),
+    (
+        "ended_at_day_0",
+        lambda: _incident(ended_at="2024-01-00T00:00:00Z"),
+        r"/ended_at '2024-01-00T00:00:00Z' is not a valid UTC time",
+    ),
+    (
+        "interval_end_before_start",
+        lambda: {**counts_message(), "interval_end": "2020-01-01T00:00:00Z"},
+        r"/interval_end '2020-01-01T00:00:00Z' is before /interval_start",
+    ),
+    (
+        "ended_before_started",
+        lambda: _incident(
+            started_at="2024-01-02T00:00:00Z", ended_at="2024-01-01T00:00:00Z"
+        ),
+        r"/ended_at '2024-01-01T00:00:00Z' is before /started_at",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [(make, match) for _, make, match in BAD_TIMES],
+    ids=[case[0] for case in BAD_TIMES],
+)
+def test_bad_time_dead_lettered(
+    db: Database, make: Callable[[], dict[str, Any]], match: str
+) -> None:
+    apply_batch(db, [_classify(make())])
+    rows = db.query("SELECT reason, detail FROM dead_letters")
+    assert len(rows) == 1
+    assert rows[0][0] == "invalid_time"
+    assert re.search(match, rows[0][1]), rows[0][1]
+    assert scalar(db, "SELECT COUNT(*) FROM messages") == 0
+    assert scalar(db, "SELECT COUNT(*) FROM count_lines") == 0
+    assert scalar(db, "SELECT COUNT(*) FROM incidents") == 0
+
+
+def test_equal_interval_bounds_accepted(db: Database) -> None:
+    message = counts_message(seconds=0)
+    assert isinstance(_classify(message), Accepted)
