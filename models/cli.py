@@ -109,7 +109,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     frames = read_frames(args.frames, args.count, args.offset)
     images = [frame.image for frame in frames]
     candidate = evaluate.load_detector(
-        args.candidate, confidence=args.candidate_confidence
+        args.candidate, confidence=args.candidate_confidence, classes=args.classes
     )
     if args.ground_truth is not None:
         numbers = [int(frame.source.stem) for frame in frames]
@@ -122,7 +122,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     else:
         reference = evaluate.load_detector(
-            args.reference, confidence=args.reference_confidence
+            args.reference, confidence=args.reference_confidence, classes=args.classes
         )
         verdict = evaluate.check_model_usable(
             candidate, images, reference, min_map50=args.min_map50
@@ -280,6 +280,14 @@ def _add_quantize_commands(commands: argparse._SubParsersAction) -> None:  # typ
         type=float,
         default=0.5,
         help="lowest mAP@0.5 for a usable verdict",
+    )
+    cmd.add_argument(
+        "--classes",
+        nargs="+",
+        help=(
+            "class names to evaluate, as in the node's detection.classes "
+            "(default: every class of the model)"
+        ),
     )
     cmd.set_defaults(handler=_cmd_evaluate)
 

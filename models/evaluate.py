@@ -314,15 +314,28 @@ def check_model_usable(  # noqa: PLR0911 one return per rejection reason
     return Verdict(True, reason, result)
 
 
-def load_detector(path: Path, *, confidence: float = 0.25, threads: int = 2) -> Detect:
+def load_detector(
+    path: Path,
+    *,
+    confidence: float = 0.25,
+    threads: int = 2,
+    classes: Sequence[str] | None = None,
+) -> Detect:
     """Load a model with the edge node's detector, as the node will run it.
 
     Args:
         path: ONNX model file.
         confidence: score threshold; lower keeps more of the PR curve.
         threads: ONNX Runtime intra-op threads.
+        classes: class names to keep, as in a node's detection.classes; None
+            keeps every class of the model.
     """
     from edge.detector import Detector  # noqa: PLC0415 heavy, CLI-only use
 
-    detector = Detector(path, confidence=confidence, intra_op_threads=threads)
+    detector = Detector(
+        path,
+        confidence=confidence,
+        intra_op_threads=threads,
+        classes=list(classes) if classes else None,
+    )
     return detector.detect
