@@ -16,7 +16,7 @@ _NODE_COLUMNS = (
     "site, node, state, state_reason, state_since_ms, last_seen_ms, "
     "last_heartbeat_ms, software_version, model_name, model_sha256, "
     "config_version, fps, target_fps, inference_ms, outbox_depth, source_state, "
-    "last_seq, seq_resets, last_reset_ms"
+    "last_seq, seq_resets, last_reset_ms, seq_conflicts, last_seq_conflict_ms"
 )
 
 
@@ -179,6 +179,62 @@ def track_sequence(
     )
 
 
+def seq_conflict(
+    tx: Tx, site: str, node: str, *, seq: int, message_id: str, at_ms: int
+) -> str | None:
+    """Check whether a new counts or incident message reuses a seq.
+
+    A node's outbox never gives one seq to two messages, except after the
+    outbox was reset, and a reset shows as a seq that goes down (see
+    `track_sequence`). A new message id with the node's current last seq
+    therefore reuses it, unless a reset was recorded after the earlier
+    message with that seq arrived. Such a conflict is counted on the node.
+    Call it before the message is stored, with the node row locked.
+
+    Returns:
+        A description of the conflict for the dead letter, or None.
+    """
+    state = tx.execute(
+        "SELECT last_seq, last_reset_ms FROM nodes WHERE site = ? AND node = ?",
+        (site, node),
+    )
+    if not state or state[0][0] is None or int(state[0][0]) != seq:
+        return None
+    if tx.execute("SELECT 1 FROM messages WHERE message_id = ?", (message_id,)):
+        return None
+    earlier = tx.execute(
+        "SELECT message_id, received_ms FROM messages WHERE site = ? AND node = ? "
+        "AND kind IN ('counts', 'incident') AND seq = ? "
+        "ORDER BY received_ms DESC LIMIT 1",
+        (site, node, seq),
+    )
+    reset_ms = state[0][1]
+    if earlier and reset_ms is not None and int(reset_ms) > int(earlier[0][1]):
+        return None
+    tx.execute(
+        "UPDATE nodes SET seq_conflicts = seq_conflicts + 1, "
+        "last_seq_conflict_ms = ? WHERE site = ? AND node = ?",
+        (at_ms, site, node),
+    )
+    used_by = (
+        f"message {earlier[0][0]} received {ms_iso(int(earlier[0][1]))}"
+        if earlier
+        else "a message no longer kept"
+    )
+    logger.warning(
+        "node %s/%s reused seq %d for message %s (already %s); not applied",
+        site,
+        node,
+        seq,
+        message_id,
+        used_by,
+    )
+    return (
+        f"seq {seq} of node {site}/{node} was already used by {used_by} and no "
+        "outbox reset was recorded since; the counts are not added twice"
+    )
+
+
 def _set_last_seq(tx: Tx, site: str, node: str, seq: int) -> None:
     tx.execute(
         "UPDATE nodes SET last_seq = ? WHERE site = ? AND node = ?", (seq, site, node)
@@ -285,6 +341,8 @@ def _node_view(record: dict[str, Any], gaps: list[dict[str, Any]]) -> dict[str, 
         "last_seq": record["last_seq"],
         "seq_resets": record["seq_resets"],
         "last_seq_reset": ms_iso(record["last_reset_ms"]),
+        "seq_conflicts": record["seq_conflicts"],
+        "last_seq_conflict": ms_iso(record["last_seq_conflict_ms"]),
         "missing_messages": sum(gap["missing"] for gap in gaps),
         "seq_gaps": gaps,
     }

@@ -89,10 +89,42 @@ def apply(tx: Tx, item: Accepted | Rejected) -> str:
     """
     if isinstance(item, Rejected):
         return _dead_letter(tx, item)
+    conflict = _seq_conflict(tx, item)
+    if conflict is not None:
+        return _dead_letter(tx, conflict)
     if not _store_message(tx, item):
         return "duplicates"
     _apply_kind(tx, item)
     return f"accepted.{item.kind}"
+
+
+def _seq_conflict(tx: Tx, item: Accepted) -> Rejected | None:
+    """Return a `seq_conflict` dead letter for a message that reuses a seq."""
+    if item.kind not in SEQUENCED_KINDS:
+        return None
+    message = item.payload
+    # Locks the node row first, as `touch` does, so that two instances
+    # that write the same node take turns.
+    nodes.mark_seen(tx, message["site"], message["node"], item.received_ms)
+    detail = nodes.seq_conflict(
+        tx,
+        message["site"],
+        message["node"],
+        seq=message["seq"],
+        message_id=message["message_id"],
+        at_ms=item.received_ms,
+    )
+    if detail is None:
+        return None
+    raw = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return Rejected(
+        topic=item.topic,
+        reason="seq_conflict",
+        detail=detail,
+        raw=raw[:4096],
+        size=len(raw),
+        received_ms=item.received_ms,
+    )
 
 
 def _apply_kind(tx: Tx, item: Accepted) -> None:

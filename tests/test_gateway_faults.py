@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from gateway import nodes
 from gateway.ingest import Accepted, Rejected, classify
 from gateway.pipeline import apply_batch
 from gateway.store import Database
@@ -139,7 +141,7 @@ def test_store_error_logs_one_line(
 
 
 def _incident(**fields: str) -> dict[str, Any]:
-    message = incident_message("inc-1", "end")
+    message = incident_message(str(uuid.uuid4()), "end")
     message.update(fields)
     return message
 
@@ -206,3 +208,56 @@ def test_bad_time_dead_lettered(
 def test_equal_interval_bounds_accepted(db: Database) -> None:
     message = counts_message(seconds=0)
     assert isinstance(_classify(message), Accepted)
+
+
+# --- 3. a seq reused by a new message id ---------------------------------------
+
+# Each step is (seq, name): the same name sends the same message again (same
+# UUID, a redelivery); a new name is a new message.
+SEQ_CASES = [
+    ("same_seq_new_uuid", [(1, "a"), (1, "b")], 1, 1, 0),
+    ("same_seq_after_more", [(1, "a"), (2, "b"), (2, "c")], 2, 1, 0),
+    ("redelivery_is_duplicate", [(1, "a"), (1, "a")], 1, 0, 0),
+    ("reset_then_reuse_allowed", [(1, "a"), (2, "b"), (1, "c")], 3, 0, 1),
+    ("reset_then_conflict", [(3, "a"), (1, "b"), (1, "c")], 2, 1, 1),
+    ("gap_fill_is_not_conflict", [(1, "a"), (3, "b"), (2, "c")], 3, 0, 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("steps", "stored", "conflicts", "resets"),
+    [case[1:] for case in SEQ_CASES],
+    ids=[case[0] for case in SEQ_CASES],
+)
+def test_seq_conflict(
+    db: Database,
+    steps: list[tuple[int, str]],
+    stored: int,
+    conflicts: int,
+    resets: int,
+) -> None:
+    sent: dict[str, dict[str, Any]] = {}
+    for seq, name in steps:
+        message = sent.setdefault(name, counts_message(seq=seq))
+        apply_batch(db, [_classify(message)])
+    assert scalar(db, "SELECT COUNT(*) FROM count_lines") == stored
+    node = nodes.list_nodes(db)[0]
+    assert node["seq_conflicts"] == conflicts
+    assert node["seq_resets"] == resets
+    assert (node["last_seq_conflict"] is not None) == bool(conflicts)
+    rows = db.query("SELECT reason, detail FROM dead_letters")
+    assert [row[0] for row in rows] == ["seq_conflict"] * conflicts
+    for _, detail in rows:
+        assert re.search(r"seq \d+ of node s1/n1 was already used by message ", detail)
+    counted = db.query(
+        "SELECT value FROM counters WHERE name = 'dead_letter.seq_conflict'"
+    )
+    assert (int(counted[0][0]) if counted else 0) == conflicts
+
+
+def test_seq_conflict_across_kinds(db: Database) -> None:
+    # Counts and incidents share one outbox and one sequence per node.
+    apply_batch(db, [_classify(counts_message(seq=5))])
+    apply_batch(db, [_classify(incident_message(str(uuid.uuid4()), "start", seq=5))])
+    assert scalar(db, "SELECT COUNT(*) FROM incidents") == 0
+    assert nodes.list_nodes(db)[0]["seq_conflicts"] == 1
