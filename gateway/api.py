@@ -7,13 +7,23 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import (
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from gateway import aggregate, audit, auth, fleet, incidents, nodes, stream, web
 from gateway.config import GatewayConfig
+from gateway.ingest import INT64_MAX
 from gateway.store import Database
 from gateway.timeutil import ms_iso, now_ms, to_ms
 
@@ -60,6 +70,23 @@ def _parse_time(name: str, value: str | None) -> int | None:
     if moment.tzinfo is None:
         raise HTTPException(400, f"{name} {value!r} has no UTC offset; add Z or +HH:MM")
     return to_ms(moment)
+
+
+def _event_id(name: str, value: str | None) -> int | None:
+    """Parse a stream position; ids are 64-bit database keys."""
+    if value is None:
+        return None
+    try:
+        event_id = int(value)
+    except ValueError:
+        event_id = -1
+    if not 0 <= event_id <= INT64_MAX:
+        raise HTTPException(
+            400,
+            f"{name} {value[:40]!r} is not an event id; use an integer from 0 to "
+            f"{INT64_MAX}",
+        )
+    return event_id
 
 
 def create_app(  # noqa: C901, PLR0915
@@ -206,7 +233,7 @@ def create_app(  # noqa: C901, PLR0915
         from_: Annotated[str | None, Query(alias="from")] = None,
         to: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     ) -> list[dict[str, Any]]:
         """List incidents, newest first, filtered by node, type, state and start."""
         if state is not None and state not in incidents.STATES:
@@ -312,7 +339,7 @@ def create_app(  # noqa: C901, PLR0915
     def get_dead_letters(
         reason: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     ) -> dict[str, Any]:
         """List rejected messages, newest first, and the counters per reason."""
         where, params = ("WHERE reason = ?", [reason]) if reason else ("", [])
@@ -342,18 +369,14 @@ def create_app(  # noqa: C901, PLR0915
     def get_stream(
         request: Request,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-        after: int | None = None,
+        after: Annotated[
+            str | None, Query(description=f"Event id from 0 to {INT64_MAX}.")
+        ] = None,
     ) -> StreamingResponse:
         """Stream incident and node events as SSE; resumes after Last-Event-ID."""
-        start = after
+        start = _event_id("after", after)
         if last_event_id is not None:
-            try:
-                start = int(last_event_id)
-            except ValueError:
-                raise HTTPException(
-                    400,
-                    f"Last-Event-ID {last_event_id!r} is not an event id (an integer)",
-                ) from None
+            start = _event_id("Last-Event-ID", last_event_id)
         if start is None:
             start = stream.latest_event_id(db)
         frames = stream.event_stream(
@@ -407,7 +430,9 @@ def create_app(  # noqa: C901, PLR0915
         return {"token": token, "role": body.role, "name": body.name}
 
     @app.delete("/api/v1/tokens/{token_id}", dependencies=[admin], status_code=204)
-    def delete_token(token_id: int) -> Response:
+    def delete_token(
+        token_id: Annotated[int, Path(ge=1, le=INT64_MAX)],
+    ) -> Response:
         """Revoke a token."""
         if not auth.revoke_token(db, token_id):
             raise HTTPException(404, f"no active token with id {token_id}")

@@ -144,7 +144,7 @@ class RolloutBody(BaseModel):
         description="Cumulative fractions of the targets, e.g. [0.1, 0.5, 1.0].",
     )
     max_bytes: int | None = Field(
-        None, ge=1, description="Largest download a node accepts."
+        None, ge=1, le=2**63 - 1, description="Largest download a node accepts."
     )
 
     @model_validator(mode="after")

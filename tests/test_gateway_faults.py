@@ -10,8 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from gateway import nodes
+from gateway.api import create_app
+from gateway.auth import create_token
+from gateway.config import parse_config
 from gateway.ingest import Accepted, Rejected, classify
 from gateway.pipeline import apply_batch
 from gateway.store import Database
@@ -261,3 +265,73 @@ def test_seq_conflict_across_kinds(db: Database) -> None:
     apply_batch(db, [_classify(incident_message(str(uuid.uuid4()), "start", seq=5))])
     assert scalar(db, "SELECT COUNT(*) FROM incidents") == 0
     assert nodes.list_nodes(db)[0]["seq_conflicts"] == 1
+
+
+# --- 4. integer query parameters beyond 64 bits --------------------------------
+
+HUGE = "99999999999999999999999"
+
+
+@pytest.fixture
+def client(db: Database) -> TestClient:
+    return TestClient(create_app(db, parse_config({})))
+
+
+@pytest.fixture
+def admin(db: Database) -> dict[str, str]:
+    return {"Authorization": f"Bearer {create_token(db, 'admin', 'test-admin')}"}
+
+
+BAD_STREAM_POSITIONS = [
+    ("after_huge", {"after": HUGE}, {}, rf"after '{HUGE}' is not an event id"),
+    ("after_negative", {"after": "-1"}, {}, r"after '-1' is not an event id"),
+    ("after_text", {"after": "abc"}, {}, r"after 'abc' is not an event id"),
+    (
+        "header_huge",
+        {},
+        {"Last-Event-ID": HUGE},
+        rf"Last-Event-ID '{HUGE}' is not an event id",
+    ),
+    ("header_text", {}, {"Last-Event-ID": "abc"}, r"Last-Event-ID 'abc' is not"),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "headers", "match"),
+    [case[1:] for case in BAD_STREAM_POSITIONS],
+    ids=[case[0] for case in BAD_STREAM_POSITIONS],
+)
+def test_stream_position_out_of_range_is_400(
+    client: TestClient,
+    admin: dict[str, str],
+    params: dict[str, str],
+    headers: dict[str, str],
+    match: str,
+) -> None:
+    response = client.get("/api/v1/stream", params=params, headers=admin | headers)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert re.search(match, detail), detail
+    assert "from 0 to 9223372036854775807" in detail
+
+
+BAD_INTEGERS = [
+    ("incidents_offset", "GET", f"/api/v1/incidents?offset={HUGE}"),
+    ("incidents_limit", "GET", f"/api/v1/incidents?limit={HUGE}"),
+    ("dead_letters_offset", "GET", f"/api/v1/dead-letters?offset={HUGE}"),
+    ("dead_letters_limit", "GET", f"/api/v1/dead-letters?limit={HUGE}"),
+    ("token_id", "DELETE", f"/api/v1/tokens/{HUGE}"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [case[1:] for case in BAD_INTEGERS],
+    ids=[case[0] for case in BAD_INTEGERS],
+)
+def test_integer_parameters_bounded(
+    client: TestClient, admin: dict[str, str], method: str, path: str
+) -> None:
+    response = client.request(method, path, headers=admin)
+    assert response.status_code == 422
+    assert re.search(r"less than or equal to \d+", response.text), response.text
