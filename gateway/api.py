@@ -144,11 +144,19 @@ def create_app(  # noqa: C901, PLR0915
     dispatcher = require("dispatcher")
     admin = require("admin")
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        """Check that the API and the database respond; needs no token."""
+    @app.get("/healthz", responses={503: {"description": "Broker not connected."}})
+    def healthz(response: Response) -> dict[str, Any]:
+        """Check the database and the broker connection; needs no token.
+
+        Status "degraded" with HTTP 503 while the broker is not connected, so
+        a load balancer or a service check sees that nothing is ingested.
+        """
         db.query("SELECT 1")
-        return {"status": "ok", **(status() if status else {})}
+        figures = status() if status else {}
+        if figures.get("mqtt_connected", True):
+            return {"status": "ok", **figures}
+        response.status_code = 503
+        return {"status": "degraded", **figures}
 
     @app.get("/api/v1/nodes", dependencies=[viewer])
     def get_nodes(site: str | None = None) -> list[dict[str, Any]]:

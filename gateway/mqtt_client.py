@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,16 @@ MessageSink = Callable[[str, bytes, Callable[[], None]], None]
 
 # Topic leaves the gateway publishes to nodes; ingest skips them.
 GATEWAY_TO_NODE_LEAVES = ("/config/set", "/model/set")
+
+
+# A failed connection attempt is logged on the first try and then on every
+# LOG_EVERY_ATTEMPTS-th, so a broker that stays down does not flood the log.
+LOG_EVERY_ATTEMPTS = 10
+
+
+def should_log_attempt(attempt: int) -> bool:
+    """Return whether failed connection attempt number `attempt` (from 1) is logged."""
+    return attempt == 1 or attempt % LOG_EVERY_ATTEMPTS == 0
 
 
 class MqttError(RuntimeError):
@@ -96,6 +107,7 @@ class MqttIngest:
         self.keepalive_s = keepalive_s
         self.receive_maximum = receive_maximum
         self.connected = threading.Event()
+        self.failed_attempts = 0
         self._sink = sink
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -109,6 +121,7 @@ class MqttIngest:
             self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
 
@@ -148,13 +161,9 @@ class MqttIngest:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
-            logger.error(
-                "broker %s:%d refused the connection: %s",
-                self.address.host,
-                self.address.port,
-                reason,
-            )
+            self._attempt_failed(f"the broker refused the connection: {reason}")
             return
+        self.failed_attempts = 0
         # Subscribing again on every connect is harmless with a kept session
         # and needed when the broker lost it (restart without persistence).
         client.subscribe(self.subscription, options=SubscribeOptions(qos=1))
@@ -166,6 +175,28 @@ class MqttIngest:
             flags.session_present,
             self.subscription,
         )
+
+    def _on_connect_fail(
+        self,
+        client: mqtt.Client,
+        userdata: Any,  # noqa: ANN401
+    ) -> None:
+        # paho calls this inside its `except OSError` block without passing
+        # the error, so the error is the exception being handled.
+        error = sys.exc_info()[1]
+        self._attempt_failed(str(error) if error else "unknown error")
+
+    def _attempt_failed(self, error: str) -> None:
+        self.failed_attempts += 1
+        if should_log_attempt(self.failed_attempts):
+            logger.warning(
+                "cannot connect to broker %s:%d (attempt %d): %s; retrying every "
+                "1-30 s",
+                self.address.host,
+                self.address.port,
+                self.failed_attempts,
+                error,
+            )
 
     def _on_disconnect(
         self,

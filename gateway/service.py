@@ -65,6 +65,7 @@ class Gateway:
         """Return the ingest figures that /healthz shows."""
         return {
             "mqtt_connected": self.mqtt.connected.is_set(),
+            "mqtt_failed_attempts": self.mqtt.failed_attempts,
             "writer_queue": self.writer.depth(),
             "committed": self.writer.committed,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,10 +18,13 @@ from gateway.api import create_app
 from gateway.auth import create_token
 from gateway.config import parse_config
 from gateway.ingest import Accepted, Rejected, classify
+from gateway.mqtt_client import should_log_attempt
 from gateway.pipeline import apply_batch
+from gateway.service import Gateway
 from gateway.store import Database
 from gateway.timeutil import now_ms
 from tests.support import gateway_fixtures
+from tests.support.broker import free_port
 from tests.support.gateway_fixtures import counts_message, incident_message, wire
 
 # Fixtures shared by the gateway tests, on SQLite and PostgreSQL.
@@ -335,3 +339,53 @@ def test_integer_parameters_bounded(
     response = client.request(method, path, headers=admin)
     assert response.status_code == 422
     assert re.search(r"less than or equal to \d+", response.text), response.text
+
+
+# --- 5. a broker that cannot be reached ----------------------------------------
+
+LOGGED_ATTEMPTS = [
+    ("first", 1, True),
+    ("second", 2, False),
+    ("ninth", 9, False),
+    ("tenth", 10, True),
+    ("eleventh", 11, False),
+    ("twentieth", 20, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("attempt", "logged"),
+    [case[1:] for case in LOGGED_ATTEMPTS],
+    ids=[case[0] for case in LOGGED_ATTEMPTS],
+)
+def test_failed_attempts_rate_limited(attempt: int, logged: bool) -> None:
+    assert should_log_attempt(attempt) is logged
+
+
+def test_unreachable_broker_warns_and_degrades_healthz(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()  # nothing listens here
+    config = parse_config({"mqtt": {"url": f"mqtt://127.0.0.1:{port}"}})
+    gateway = Gateway(config, db)
+    with caplog.at_level(logging.INFO, logger="gateway.mqtt_client"):
+        gateway.start()
+        try:
+            deadline = time.monotonic() + 10
+            while gateway.mqtt.failed_attempts < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            client = TestClient(create_app(db, config, gateway.status))
+            response = client.get("/healthz")
+        finally:
+            gateway.stop()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings, [r.getMessage() for r in caplog.records]
+    assert re.search(
+        rf"cannot connect to broker 127\.0\.0\.1:{port} \(attempt 1\): .*refused",
+        warnings[0].getMessage(),
+    ), warnings[0].getMessage()
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["mqtt_connected"] is False
+    assert body["mqtt_failed_attempts"] >= 1
