@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from gateway.ingest import Accepted, Rejected, classify
 from gateway.mqtt_client import should_log_attempt
 from gateway.pipeline import apply_batch
 from gateway.service import Gateway
-from gateway.store import Database
+from gateway.store import Database, StoreError, open_database
 from gateway.timeutil import now_ms
 from tests.support import gateway_fixtures
 from tests.support.broker import free_port
@@ -389,3 +390,57 @@ def test_unreachable_broker_warns_and_degrades_healthz(
     assert body["status"] == "degraded"
     assert body["mqtt_connected"] is False
     assert body["mqtt_failed_attempts"] >= 1
+
+
+# --- 6. a SQLite path whose folder does not exist ------------------------------
+
+
+def _missing(tmp_path: Path) -> tuple[Path, Path]:
+    return tmp_path / "nonexistent" / "dir", tmp_path / "nonexistent"
+
+
+def _a_file(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "plain").write_text("not a folder")
+    return tmp_path / "plain", tmp_path / "plain"
+
+
+BAD_FOLDERS = [
+    ("missing_folder", _missing, "does not exist"),
+    ("folder_is_a_file", _a_file, "is not a folder"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [case[1:] for case in BAD_FOLDERS],
+    ids=[case[0] for case in BAD_FOLDERS],
+)
+def test_sqlite_folder_must_exist(
+    tmp_path: Path, make: Callable[[Path], tuple[Path, Path]], what: str
+) -> None:
+    folder, top = make(tmp_path)
+    path = folder / "x.db"
+    with pytest.raises(
+        StoreError,
+        match=rf"its folder {re.escape(str(folder))} {what}; create it \(mkdir -p ",
+    ):
+        open_database(f"sqlite:///{path}")
+    assert not path.exists()
+    assert top.is_file() or not top.exists()
+
+
+def test_sqlite_file_is_created(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'new.db'}")
+    database.close()
+    assert (tmp_path / "new.db").is_file()
+
+
+def test_default_relative_store_opens_in_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default store url is relative; on a fresh checkout the working
+    # folder exists, so the default still opens.
+    monkeypatch.chdir(tmp_path)
+    database = open_database(parse_config({}).store.url)
+    database.close()
+    assert (tmp_path / "sitlab-gateway.db").is_file()

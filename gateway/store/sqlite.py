@@ -19,6 +19,22 @@ logger = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 60_000
 
 
+def _check_folder(path: str) -> None:
+    """Raise StoreError when the database file's folder does not exist.
+
+    SQLite creates the file itself; a missing folder is far more often a
+    typo in the path than a wish for new folders, so none is created.
+    """
+    folder = Path(path).parent
+    if folder.is_dir():
+        return
+    what = "is not a folder" if folder.exists() else "does not exist"
+    raise StoreError(
+        f"cannot open SQLite file {path}: its folder {folder} {what}; create it "
+        f"(mkdir -p {folder}) or fix the path in the store url"
+    )
+
+
 class _SqliteTx(Tx):
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -62,7 +78,7 @@ class SqliteDatabase(Database):
     def __init__(self, path: str) -> None:
         self.path = path
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _check_folder(path)
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
