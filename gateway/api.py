@@ -17,7 +17,8 @@ from fastapi import (
     Request,
     Response,
 )
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -102,7 +103,15 @@ def create_app(  # noqa: C901, PLR0915
         status: returns ingest figures (broker connection, writer queue) for
             /healthz; None when the API runs without an ingest side.
     """
-    app = FastAPI(title="SITLab gateway", version="1", openapi_url="/openapi.json")
+    # The schema and its browser view describe every route, so they need a
+    # viewer token like the routes themselves; ReDoc is not served.
+    app = FastAPI(
+        title="SITLab gateway",
+        version="1",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
 
     def principal(
         request: Request,
@@ -143,6 +152,16 @@ def create_app(  # noqa: C901, PLR0915
     viewer = require("viewer")
     dispatcher = require("dispatcher")
     admin = require("admin")
+
+    @app.get("/openapi.json", dependencies=[viewer], include_in_schema=False)
+    def get_openapi() -> dict[str, Any]:
+        """Return the OpenAPI schema (viewer or above)."""
+        return app.openapi()
+
+    @app.get("/docs", dependencies=[viewer], include_in_schema=False)
+    def get_docs() -> HTMLResponse:
+        """Return the Swagger UI page (viewer or above, e.g. the session cookie)."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
     @app.get("/healthz", responses={503: {"description": "Broker not connected."}})
     def healthz(response: Response) -> dict[str, Any]:

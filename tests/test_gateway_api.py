@@ -65,6 +65,8 @@ PROTECTED = [
     ("GET", "/api/v1/stream"),
     ("GET", "/api/v1/gaps"),
     ("GET", "/api/v1/tokens"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
 ]
 
 
@@ -79,8 +81,10 @@ def test_healthz_is_anonymous(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_openapi_published(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+def test_openapi_published(client: TestClient, tokens: dict[str, str]) -> None:
+    paths = client.get("/openapi.json", headers=bearer(tokens["viewer"])).json()[
+        "paths"
+    ]
     assert "/api/v1/counts" in paths
     assert "/api/v1/incidents/{incident_id}/ack" in paths
 

@@ -444,3 +444,46 @@ def test_default_relative_store_opens_in_working_folder(
     database = open_database(parse_config({}).store.url)
     database.close()
     assert (tmp_path / "sitlab-gateway.db").is_file()
+
+
+# --- 7. the API description needs a token like every other route ---------------
+
+DESCRIPTION_ROUTES = [
+    ("openapi", "/openapi.json", 401, None),
+    ("docs", "/docs", 401, None),
+    ("redoc", "/redoc", 404, None),
+    ("openapi_viewer", "/openapi.json", 200, "viewer"),
+    ("docs_viewer", "/docs", 200, "viewer"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "role"),
+    [case[1:] for case in DESCRIPTION_ROUTES],
+    ids=[case[0] for case in DESCRIPTION_ROUTES],
+)
+def test_api_description_needs_viewer(
+    client: TestClient, db: Database, path: str, status: int, role: str | None
+) -> None:
+    headers = {}
+    if role is not None:
+        headers["Authorization"] = f"Bearer {create_token(db, role, 'test')}"
+    response = client.get(path, headers=headers)
+    assert response.status_code == status, response.text
+    if status == 401:
+        assert re.search(r"authentication required", response.json()["detail"])
+    if path == "/openapi.json" and status == 200:
+        paths = response.json()["paths"]
+        assert "/api/v1/counts" in paths
+        assert "/openapi.json" not in paths
+    if path == "/docs" and status == 200:
+        assert "swagger-ui" in response.text
+        assert "/openapi.json" in response.text
+
+
+def test_docs_with_session_cookie(client: TestClient, db: Database) -> None:
+    # A browser that logged in sends the session cookie, also for the
+    # schema the Swagger UI page loads.
+    client.cookies.set("sitlab_session", create_token(db, "viewer", "browser"))
+    assert client.get("/docs").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
