@@ -161,7 +161,7 @@ class MqttIngest:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
-            self._attempt_failed(f"the broker refused the connection: {reason}")
+            self._attempt_failed(f"the broker rejected the connection: {reason}")
             return
         self.failed_attempts = 0
         # Subscribing again on every connect is harmless with a kept session

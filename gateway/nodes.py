@@ -179,8 +179,15 @@ def track_sequence(
     )
 
 
-def seq_conflict(
-    tx: Tx, site: str, node: str, *, seq: int, message_id: str, at_ms: int
+def seq_conflict(  # noqa: PLR0913
+    tx: Tx,
+    site: str,
+    node: str,
+    *,
+    seq: int,
+    last: int | None,
+    message_id: str,
+    at_ms: int,
 ) -> str | None:
     """Check whether a new counts or incident message reuses a seq.
 
@@ -189,16 +196,13 @@ def seq_conflict(
     `track_sequence`). A new message id with the node's current last seq
     therefore reuses it, unless a reset was recorded after the earlier
     message with that seq arrived. Such a conflict is counted on the node.
-    Call it before the message is stored, with the node row locked.
+    Call it before the message is stored, with the node row locked and
+    `last` as `mark_seen` returned it.
 
     Returns:
         A description of the conflict for the dead letter, or None.
     """
-    state = tx.execute(
-        "SELECT last_seq, last_reset_ms FROM nodes WHERE site = ? AND node = ?",
-        (site, node),
-    )
-    if not state or state[0][0] is None or int(state[0][0]) != seq:
+    if last != seq:
         return None
     if tx.execute("SELECT 1 FROM messages WHERE message_id = ?", (message_id,)):
         return None
@@ -208,7 +212,10 @@ def seq_conflict(
         "ORDER BY received_ms DESC LIMIT 1",
         (site, node, seq),
     )
-    reset_ms = state[0][1]
+    reset = tx.execute(
+        "SELECT last_reset_ms FROM nodes WHERE site = ? AND node = ?", (site, node)
+    )
+    reset_ms = reset[0][0] if reset else None
     if earlier and reset_ms is not None and int(reset_ms) > int(earlier[0][1]):
         return None
     tx.execute(

@@ -105,12 +105,13 @@ def _seq_conflict(tx: Tx, item: Accepted) -> Rejected | None:
     message = item.payload
     # Locks the node row first, as `touch` does, so that two instances
     # that write the same node take turns.
-    nodes.mark_seen(tx, message["site"], message["node"], item.received_ms)
+    _, last = nodes.mark_seen(tx, message["site"], message["node"], item.received_ms)
     detail = nodes.seq_conflict(
         tx,
         message["site"],
         message["node"],
         seq=message["seq"],
+        last=last,
         message_id=message["message_id"],
         at_ms=item.received_ms,
     )

@@ -41,7 +41,7 @@ def _classify(message: dict[str, Any]) -> Accepted | Rejected:
 
 
 def _raw_classify(message: dict[str, Any]) -> Accepted | Rejected:
-    # json.dumps keeps NaN and Infinity, which encode() would refuse to write.
+    # json.dumps keeps NaN and Infinity, which encode() rejects.
     topic, _ = wire(message)
     raw = json.dumps(message).encode()
     return classify(topic, raw, max_bytes=10**6, keep_bytes=512, now_ms=now_ms())
@@ -123,7 +123,7 @@ def test_out_of_range_names_the_limit(db: Database) -> None:
 def test_store_error_logs_one_line(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Built by hand past ingest's checks, so the database itself refuses it.
+    # Built by hand past ingest's checks, so the database itself rejects it.
     bad = counts_message(seq=2**70)
     item = Accepted(
         topic=wire(bad)[0], kind="counts", payload=bad, received_ms=now_ms()
@@ -306,7 +306,7 @@ BAD_STREAM_POSITIONS = [
     [case[1:] for case in BAD_STREAM_POSITIONS],
     ids=[case[0] for case in BAD_STREAM_POSITIONS],
 )
-def test_stream_position_out_of_range_is_400(
+def test_stream_position_range_400(
     client: TestClient,
     admin: dict[str, str],
     params: dict[str, str],
@@ -363,7 +363,7 @@ def test_failed_attempts_rate_limited(attempt: int, logged: bool) -> None:
     assert should_log_attempt(attempt) is logged
 
 
-def test_unreachable_broker_warns_and_degrades_healthz(
+def test_unreachable_broker_degrades_healthz(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()  # nothing listens here
