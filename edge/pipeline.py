@@ -17,6 +17,7 @@ from typing import Any
 from edge import __version__
 from edge.analytics import Analytics, CountsInterval, GeometryError
 from edge.capture import CaptureThread
+from edge.checkpoint import Checkpoint, CheckpointFile, run_key
 from edge.config import NodeConfig
 from edge.detector import Detector, DetectorError
 from edge.health import HealthProbe
@@ -35,6 +36,11 @@ from edge.tracker import ByteTracker
 from edge.types import Detections, Frame, Image, TrackedFrame
 
 logger = logging.getLogger(__name__)
+
+
+# Seconds of stream before a resume point that are tracked but not counted,
+# enough for tracks to be confirmed (confirm_hits) before counting starts.
+RESUME_WARM_UP_S = 3.0
 
 
 class PipelineError(RuntimeError):
@@ -146,6 +152,7 @@ class Pipeline:
         except SourceError as error:
             raise PipelineError(str(error)) from error
 
+        self._prepare_resume(source)
         start = time.perf_counter()
         with source:
             self._send_status()
@@ -159,18 +166,26 @@ class Pipeline:
         capture = CaptureThread(source, live=bool(source.is_live))
         frames = iter(capture)
         state: _FrameState | None = None
+        source_ended = False
         try:
             while not stop.is_set():
                 wait_start = time.perf_counter()
                 try:
                     frame = next(frames)
                 except StopIteration:
+                    source_ended = True
                     break
                 except SourceError as error:
                     raise PipelineError(str(error)) from error
                 timer.add("decode", time.perf_counter() - wait_start)
+                phase = self._resume_phase(frame)
+                if phase == "skip":
+                    continue
                 if state is None:
                     state = self._start_stream(frame, source)
+                if phase == "warm-up":
+                    self._warm_up(frame, state)
+                    continue
                 self._apply_pending(state, frame)
                 self._process(frame, state)
                 self._last_frame = frame
@@ -180,11 +195,82 @@ class Pipeline:
                     break
         finally:
             capture.close()
-        if state is not None:
-            last = state.analytics.flush()
-            if last is not None:
-                self._send_counts(last)
-            self._close_incidents()
+        if state is not None and self._resume_phase_done:
+            self._finish(state, source_ended=source_ended)
+
+    def _finish(self, state: _FrameState, *, source_ended: bool) -> None:
+        """Flush the last interval, end open incidents and record progress."""
+        last = state.analytics.flush()
+        if last is not None:
+            self._send_counts(last)
+        self._close_incidents()
+        if source_ended:
+            self._save_checkpoint(0.0, completed=True)
+        elif self._last_frame is not None:
+            # Stopped early: the flushed partial interval ends at the last
+            # frame, so a restart counts on from just after it.
+            self._save_checkpoint(self._last_frame.pts_s + 1e-6)
+
+    def _prepare_resume(self, source: Any) -> None:  # noqa: ANN401
+        """Find where a durable file run stopped last time."""
+        self._resume_from: float | None = None
+        self._resume_done = False
+        self._checkpoints: CheckpointFile | None = None
+        self._run_key: str | None = None
+        if source.is_live or not getattr(self.sink, "durable", False):
+            return
+        self._run_key = run_key(self.config)
+        if self._run_key is None:
+            return
+        self._checkpoints = CheckpointFile(
+            self.config.outbox.path.with_name(
+                self.config.outbox.path.name + ".resume.json"
+            )
+        )
+        checkpoint = self._checkpoints.load(self._run_key)
+        if checkpoint is None:
+            return
+        if checkpoint.completed:
+            logger.info(
+                "%s was counted completely before; only the outbox is drained "
+                "(delete %s to count it again)",
+                self.config.source.uri,
+                self._checkpoints.path,
+            )
+            self._resume_from = float("inf")
+            return
+        self._resume_from = checkpoint.resume_pts_s
+        logger.info(
+            "resuming %s at %.2f s of stream time after an interrupted run",
+            self.config.source.uri,
+            checkpoint.resume_pts_s,
+        )
+
+    @property
+    def _resume_phase_done(self) -> bool:
+        return self._resume_from is None or self._resume_done
+
+    def _resume_phase(self, frame: Frame) -> str:
+        """Return "skip", "warm-up" or "count" for a frame of a resumed run."""
+        if self._resume_from is None or self._resume_done:
+            return "count"
+        if frame.pts_s < self._resume_from - RESUME_WARM_UP_S:
+            return "skip"
+        if frame.pts_s < self._resume_from:
+            return "warm-up"
+        self._resume_done = True
+        return "count"
+
+    def _warm_up(self, frame: Frame, state: _FrameState) -> None:
+        """Track without counting, so tracks exist when counting resumes."""
+        state.mask.apply(frame.image)
+        detections = self._detect(frame)
+        state.tracker.update(detections, frame.pts_s, detection_ran=True)
+
+    def _save_checkpoint(self, resume_pts_s: float, *, completed: bool = False) -> None:
+        if self._checkpoints is None or self._run_key is None:
+            return
+        self._checkpoints.save(Checkpoint(self._run_key, resume_pts_s, completed))
 
     def _close_incidents(self) -> None:
         """End open incidents when the run ends, so none stays open upstream."""
@@ -344,6 +430,10 @@ class Pipeline:
                 self._send_incident(body)
             for interval in intervals:
                 self._send_counts(interval)
+            if intervals:
+                # This frame opened the next interval, so a restart counts on
+                # from it; everything before it is in the outbox.
+                self._save_checkpoint(frame.pts_s)
             self._maybe_heartbeat(frame)
 
         self.summary.frames += 1

@@ -45,6 +45,8 @@ class StdoutSink:
     nothing is kept on disk.
     """
 
+    durable = False
+
     def __init__(self, site: str, node: str, stream: TextIO | None = None) -> None:
         self.site = site
         self.node = node
@@ -101,6 +103,8 @@ class MqttSink:
     The publisher starts on the first status message, so that the retained
     online status already names the model and config version.
     """
+
+    durable = True
 
     def __init__(
         self,
