@@ -44,7 +44,7 @@ RESUME_WARM_UP_S = 3.0
 
 
 class PipelineError(RuntimeError):
-    """The node cannot start or cannot go on; the message says why and what to do."""
+    """The node cannot start or go on; the message gives the cause and the fix."""
 
 
 @dataclass(slots=True)
