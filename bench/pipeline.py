@@ -34,15 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edge.capture import CaptureThread  # noqa: E402
 from edge.config import NodeConfig  # noqa: E402
 from edge.detector import Detector  # noqa: E402
 from edge.motion import MotionConfig  # noqa: E402
 from edge.pipeline import Pipeline, RunSummary  # noqa: E402
-from edge.schedule_detect import DetectionPlan, DetectionScheduler, detect_regions  # noqa: E402
 from edge.sinks import open_sink  # noqa: E402
 from edge.sources import FileSource, open_source  # noqa: E402
-from edge.types import Detections, Frame  # noqa: E402
+from edge.types import Frame  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -63,28 +61,24 @@ REPORTED_STAGES = (
 
 
 class ScheduledPipeline(Pipeline):
-    """`Pipeline` with the capture thread and the detection scheduler wired in.
+    """The node's `Pipeline` run with a given motion config, timing each frame.
 
-    This is how the node's loop is meant to use `CaptureThread` and
-    `DetectionScheduler`; the benchmark and the throughput tests run it.
-    NOTE: motion runs here before the privacy mask, because `_process`
-    applies the mask. The node should plan after masking, so masked areas
-    cannot gate detection on; the benchmarks use no masks.
-
-    It also records each frame's wall time for percentiles, and calls
-    `between_frames` (when set) before each frame, outside the frame's time.
+    The node's own loop decodes on a capture thread and plans detection with
+    the motion config; this subclass only records each frame's wall time for
+    percentiles and calls `between_frames` (when set) after each frame,
+    outside the frame's time, for interleaved bare-inference runs.
     """
 
     def __init__(
         self, config: NodeConfig, motion: MotionConfig, *, capture_depth: int = 2
     ) -> None:
-        super().__init__(config, open_sink("none", config))
+        config = config.model_copy(update={"motion": motion})
+        super().__init__(config, open_sink("none", config), on_frame=self._frame_done)
         self.motion_config = motion
         self.capture_depth = capture_depth
         self.frame_times_s: list[float] = []
-        self.scheduler: DetectionScheduler | None = None
         self.between_frames: Callable[[int], None] | None = None
-        self._plan: DetectionPlan | None = None
+        self._frame_start = time.perf_counter()
 
     def run_source(
         self,
@@ -92,53 +86,20 @@ class ScheduledPipeline(Pipeline):
         stop: threading.Event | None = None,
     ) -> RunSummary:
         """Process an already opened source (anything `Pipeline` can iterate)."""
+        self._prepare_resume(source)
         start = time.perf_counter()
+        self._frame_start = start
         with source:
             self._send_status()
             self._loop(source, stop or threading.Event())
         self.summary.wall_s = time.perf_counter() - start
         return self.summary
 
-    def _loop(self, source: Any, stop: threading.Event) -> None:  # noqa: ANN401
-        timer = self.summary.timer
-        live = bool(source.is_live)
-        scheduler = DetectionScheduler(
-            self.motion_config, live=live, input_wh=self.detector.input_size_wh
-        )
-        self.scheduler = scheduler
-        state = None
-        capture = CaptureThread(source, depth=self.capture_depth, live=live)
-        with capture:
-            frames = iter(capture)
-            while not stop.is_set():
-                if self.between_frames is not None:
-                    self.between_frames(len(self.frame_times_s))
-                started = time.perf_counter()
-                frame = next(frames, None)
-                timer.add("decode", time.perf_counter() - started)
-                if frame is None:
-                    break
-                if state is None:
-                    state = self._start_stream(frame, source)
-                self._apply_pending(state, frame)
-                with timer.stage("motion"):
-                    self._plan = scheduler.plan(frame)
-                self._process(frame, state)
-                self._last_frame = frame
-                self.frame_times_s.append(time.perf_counter() - started)
-        self.capture_stats = capture.stats
-        if state is not None:
-            last = state.analytics.flush()
-            if last is not None:
-                self._send_counts(last)
-            self._close_incidents()
-
-    def _detect(self, frame: Frame) -> Detections:
-        plan = self._plan
-        if plan is None or not plan.regions:
-            return super()._detect(frame)
-        with self.summary.timer.stage("inference"):
-            return detect_regions(self.detector, frame, plan.regions)
+    def _frame_done(self, _frame: Frame) -> None:
+        self.frame_times_s.append(time.perf_counter() - self._frame_start)
+        if self.between_frames is not None:
+            self.between_frames(len(self.frame_times_s))
+        self._frame_start = time.perf_counter()
 
 
 # --- sources for the benchmark ----------------------------------------------

@@ -26,7 +26,7 @@ from edge.incidents import IncidentEngine, Moment
 from edge.incidents.engine import close_rules
 from edge.incidents.evidence import PRIVACY_CLASSES
 from edge.masks import PrivacyMask
-from edge.messages import utc_iso
+from edge.messages import MessageError, utc_iso
 from edge.scene import Scene
 from edge.schedule_detect import DetectionScheduler, detect_regions
 from edge.sinks import Sink
@@ -58,6 +58,7 @@ class RunSummary:
     messages: int = 0
     line_totals: dict[tuple[str, str, str], int] = field(default_factory=dict)
     incidents: list[dict[str, Any]] = field(default_factory=list)
+    invalid_messages: int = 0
     timer: StageTimer = field(default_factory=StageTimer)
 
     def describe(self) -> str:
@@ -116,6 +117,10 @@ class Pipeline:
         self._engine_lock = threading.Lock()
         self._source_online = True
         self._last_frame: Frame | None = None
+        self._resume_from: float | None = None
+        self._resume_done = False
+        self._checkpoints: CheckpointFile | None = None
+        self._run_key: str | None = None
         self._health = HealthProbe(config.outbox.path.parent)
         self._last_heartbeat = time.monotonic()
         self._window_frames = 0
@@ -195,6 +200,7 @@ class Pipeline:
                     break
         finally:
             capture.close()
+            self.capture_stats = capture.stats
         if state is not None and self._resume_phase_done:
             self._finish(state, source_ended=source_ended)
 
@@ -213,10 +219,10 @@ class Pipeline:
 
     def _prepare_resume(self, source: Any) -> None:  # noqa: ANN401
         """Find where a durable file run stopped last time."""
-        self._resume_from: float | None = None
+        self._resume_from = None
         self._resume_done = False
-        self._checkpoints: CheckpointFile | None = None
-        self._run_key: str | None = None
+        self._checkpoints = None
+        self._run_key = None
         if source.is_live or not getattr(self.sink, "durable", False):
             return
         self._run_key = run_key(self.config)
@@ -452,8 +458,8 @@ class Pipeline:
 
     def _send_counts(self, interval: CountsInterval) -> None:
         body = interval.to_fields()
-        self.sink.send("counts", body)
-        self.summary.messages += 1
+        if not self._send("counts", body):
+            return
         for row in body["lines"]:
             for direction in ("in", "out"):
                 key = (row["line"], row["class"], direction)
@@ -470,9 +476,30 @@ class Pipeline:
         ]
 
     def _send_incident(self, body: dict[str, Any]) -> None:
-        self.sink.send("incident", body)
+        if self._send("incident", body):
+            self.summary.incidents.append(body)
+
+    def _send(self, kind: str, body: dict[str, Any]) -> bool:
+        """Hand a durable message to the sink; an invalid one is logged, not fatal.
+
+        A message that breaks its schema is a bug on the node; stopping the
+        frame loop for it would lose every later count, so it is dropped with
+        an error that shows the offending body.
+        """
+        try:
+            self.sink.send(kind, body)
+        except MessageError as error:
+            self.summary.invalid_messages += 1
+            logger.error(  # noqa: TRY400
+                "dropped an invalid %s message (%d so far): %s; body %s",
+                kind,
+                self.summary.invalid_messages,
+                error,
+                body,
+            )
+            return False
         self.summary.messages += 1
-        self.summary.incidents.append(body)
+        return True
 
     def _on_source_status(self, event: Any) -> None:  # noqa: ANN401
         """Turn a live source's offline/online event into camera incidents.

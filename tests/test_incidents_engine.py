@@ -286,3 +286,31 @@ def test_node_degraded_after_hold() -> None:
     started_s = (starts[0].started_at - T0).total_seconds()
     assert 29 <= started_s <= 36
     assert starts[0].detail["measured_fps"] == pytest.approx(4.0, abs=0.3)
+
+
+@pytest.mark.parametrize(
+    ("ended_offset_s", "expected_offset_s"),
+    [(-0.9, 0.0), (0.0, 0.0), (2.5, 2.5)],
+    ids=["condition-stopped-before-start", "same-instant", "after-start"],
+)
+def test_incident_never_ends_before_it_started(
+    ended_offset_s: float, expected_offset_s: float
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from edge.incidents.lifecycle import IncidentBook, IncidentType, Moment, Severity
+    from edge.messages import envelope, validate
+
+    book = IncidentBook("fence", IncidentType("intrusion"), Severity.HIGH, 30.0)
+    t0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    start = book.start("zone", Moment(2.0, t0), zone="yard")
+    assert start is not None
+    end = book.end(
+        "zone",
+        Moment(5.0, t0 + timedelta(seconds=3)),
+        t0 + timedelta(seconds=ended_offset_s),
+    )
+    assert end is not None
+    assert end.ended_at == t0 + timedelta(seconds=expected_offset_s)
+    payload = envelope("incident", "lab", "cam-01", 1) | end.to_body()
+    validate(payload, "incident")

@@ -245,10 +245,14 @@ class IncidentBook:
         if current is None:
             return None
         self._ended_pts_s[key] = now.pts_s
+        # The condition can stop during the grace or trigger delay that
+        # preceded the start (an object leaves while its presence is still
+        # being confirmed); an incident never ends before it started.
+        ended = max(ended_at or now.at, current.event.started_at)
         event = replace(
             current.event,
             phase="end",
-            ended_at=ended_at or now.at,
+            ended_at=ended,
             detail=current.event.detail
             if detail is None
             else _checked_detail(self._rule, detail),
