@@ -7,6 +7,7 @@ state, which the engine feeds one frame at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from edge.incidents.dwell import DwellEvaluator
 from edge.incidents.lifecycle import IncidentBook, IncidentEvent, IncidentType, Moment
@@ -154,7 +155,39 @@ class CrowdingRule(RuleSettings):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AbandonedObjectRule(RuleSettings):
+class _StationaryRule(RuleSettings):
+    """Checks and runtime state shared by the rules on still objects."""
+
+    incident_type: ClassVar[IncidentType]
+    zones: tuple[Zone, ...]
+    limit_s: float
+    still_radius_px: float
+    missing_grace_s: float
+
+    def __post_init__(self) -> None:
+        RuleSettings.__post_init__(self)
+        _check_stationary(
+            self.name,
+            self.zones,
+            self.limit_s,
+            self.still_radius_px,
+            self.missing_grace_s,
+        )
+
+    def build(self) -> StationaryEvaluator:
+        """Return the rule's runtime state."""
+        return StationaryEvaluator(
+            self,
+            self.zones,
+            self.incident_type,
+            self.limit_s + self.trigger_delay_s,
+            self.still_radius_px,
+            self.missing_grace_s,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbandonedObjectRule(_StationaryRule):
     """A bag or suitcase that stays still in a zone longer than `limit_s`.
 
     Attributes:
@@ -174,30 +207,11 @@ class AbandonedObjectRule(RuleSettings):
     missing_grace_s: float = 10.0
     classes: frozenset[str] = BAGGAGE_CLASSES
 
-    def __post_init__(self) -> None:
-        RuleSettings.__post_init__(self)
-        _check_stationary(
-            self.name,
-            self.zones,
-            self.limit_s,
-            self.still_radius_px,
-            self.missing_grace_s,
-        )
-
-    def build(self) -> StationaryEvaluator:
-        """Return the rule's runtime state."""
-        return StationaryEvaluator(
-            self,
-            self.zones,
-            IncidentType.ABANDONED_OBJECT,
-            self.limit_s + self.trigger_delay_s,
-            self.still_radius_px,
-            self.missing_grace_s,
-        )
+    incident_type: ClassVar[IncidentType] = IncidentType.ABANDONED_OBJECT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StoppedVehicleRule(RuleSettings):
+class StoppedVehicleRule(_StationaryRule):
     """A vehicle stationary in a no-stopping zone longer than `limit_s`.
 
     Attributes:
@@ -216,26 +230,7 @@ class StoppedVehicleRule(RuleSettings):
     missing_grace_s: float = 10.0
     classes: frozenset[str] = VEHICLE_CLASSES
 
-    def __post_init__(self) -> None:
-        RuleSettings.__post_init__(self)
-        _check_stationary(
-            self.name,
-            self.zones,
-            self.limit_s,
-            self.still_radius_px,
-            self.missing_grace_s,
-        )
-
-    def build(self) -> StationaryEvaluator:
-        """Return the rule's runtime state."""
-        return StationaryEvaluator(
-            self,
-            self.zones,
-            IncidentType.STOPPED_VEHICLE,
-            self.limit_s + self.trigger_delay_s,
-            self.still_radius_px,
-            self.missing_grace_s,
-        )
+    incident_type: ClassVar[IncidentType] = IncidentType.STOPPED_VEHICLE
 
 
 def _check_stationary(
