@@ -1,4 +1,4 @@
-"""Where a file run stands, so a node killed mid-file resumes instead of recounting.
+"""Progress of a file run, so a node killed mid-file resumes instead of recounting.
 
 A file source is processed once. After each counts message is stored in
 the durable outbox, the node records the stream time of the first frame of

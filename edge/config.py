@@ -49,7 +49,7 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    """Where frames come from."""
+    """Source of the frames."""
 
     uri: str = Field(
         description=(
@@ -91,7 +91,7 @@ class ModelConfig(_Strict):
     sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
-        description="Expected sha256 of the model file; the node refuses a mismatch.",
+        description="Expected sha256 of the model file; the node rejects a mismatch.",
     )
     providers: list[str] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
@@ -121,7 +121,7 @@ class ModelConfig(_Strict):
 
 
 class DetectionConfig(_Strict):
-    """Which detections are kept."""
+    """Filter on the detections that go to the tracker."""
 
     classes: list[str] = Field(
         default_factory=lambda: list(COCO_TRAFFIC_CLASSES),
@@ -185,7 +185,7 @@ class TrackerConfig(_Strict):
 
 
 class GeometryConfig(_Strict):
-    """How line and zone coordinates are to be read."""
+    """Units and reference frame of line, zone and mask coordinates."""
 
     reference_resolution: tuple[int, int] | Literal["source"] | None = Field(
         default=None,
@@ -289,7 +289,7 @@ class MqttConfig(_Strict):
     )
     username: str | None = None
     password_env: str | None = Field(
-        default=None, description="Environment variable that holds the password."
+        default=None, description="Environment variable that contains the password."
     )
     password_file: Path | None = Field(
         default=None, description="File whose first line is the password."

@@ -482,7 +482,7 @@ class Pipeline:
     def _send(self, kind: str, body: dict[str, Any]) -> bool:
         """Hand a durable message to the sink; an invalid one is logged, not fatal.
 
-        A message that breaks its schema is a bug on the node; stopping the
+        A message that breaks its schema is a bug on the node. Stopping the
         frame loop for it would lose every later count, so it is dropped with
         an error that shows the offending body.
         """

@@ -1,4 +1,4 @@
-"""Where outgoing messages go: standard output for trials, or MQTT.
+"""Destinations of outgoing messages: standard output for trials, or MQTT.
 
 Counts and incident messages are durable: `send` hands them to a sink that
 gives them the next sequence number. Status and heartbeat messages are

@@ -246,8 +246,8 @@ class IncidentBook:
             return None
         self._ended_pts_s[key] = now.pts_s
         # The condition can stop during the grace or trigger delay that
-        # preceded the start (an object leaves while its presence is still
-        # being confirmed); an incident never ends before it started.
+        # preceded the start, when an object leaves while its presence is
+        # still being confirmed. An incident never ends before it started.
         ended = max(ended_at or now.at, current.event.started_at)
         event = replace(
             current.event,
