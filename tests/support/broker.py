@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -34,7 +36,11 @@ class Broker:
     """A Mosquitto process that a test can stop and restart on the same port.
 
     Persistence is on, so queued QoS 1 messages of persistent sessions survive
-    a restart, as they do on a field broker.
+    a restart, as they do on a field broker. Mosquitto started as root drops
+    to the `mosquitto` user, which cannot write into a test's private
+    directory: the session store and the log would silently be lost. The
+    broker therefore keeps the user that starts it, and `start` checks that
+    it wrote its log.
     """
 
     def __init__(self, workdir: Path, extra_config: str = "") -> None:
@@ -60,6 +66,7 @@ class Broker:
     def _write_config(self) -> None:
         self.config_path.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
@@ -79,7 +86,20 @@ class Broker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            code = self.process.poll()
+            raise RuntimeError(
+                f"mosquitto -c {self.config_path} timed out: nothing accepts on "
+                f"port {self.port} (exit code {code}). Read {self.log_path}."
+            ) from None
+        if not self.log_path.is_file():
+            raise RuntimeError(
+                f"mosquitto on port {self.port}: log file {self.log_path} missing. "
+                "The broker cannot write its workdir, so persistence is off too. "
+                "Give the user it runs as write access to the directory."
+            )
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, so it saves its persistence file)."""
