@@ -59,6 +59,11 @@ RANK_INCIDENT_EDGE = 3
 # seconds of the end of the first. A longer gap means the node was not
 # counting, so a merged interval must not cover it.
 ADJACENT_GAP_S = 1.0
+# A merged message lists the seqs it absorbed; the counts schema caps that
+# list, so a group stops growing at this many parts.
+MAX_MERGED_PARTS = 10_000
+# Per-direction crossing speed statistics of a counts line row.
+SPEED_FIELDS = ("speed_in", "speed_out")
 _SCAN_CHUNK = 256
 
 _SCHEMA = """
@@ -554,7 +559,13 @@ class Outbox:
         end = parse_utc(doc["interval_end"])
         gap_s = (start - last_end).total_seconds()
         span_s = (end - first_start).total_seconds()
-        return abs(gap_s) <= ADJACENT_GAP_S and span_s <= self.merge_max_interval_s
+        parts = sum(1 + len(part.get("merged_seqs", ())) for _, _, part in group)
+        parts += 1 + len(doc.get("merged_seqs", ()))
+        return (
+            abs(gap_s) <= ADJACENT_GAP_S
+            and span_s <= self.merge_max_interval_s
+            and parts <= MAX_MERGED_PARTS
+        )
 
     def _write_merge(self, group: list[tuple[int, int, dict[str, Any]]]) -> int:
         if len(group) < 2:
@@ -605,9 +616,14 @@ def merge_counts(payloads: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Line crossings and zone entries and exits are summed, `max` is the max,
     `mean` is weighted by each interval's duration, and `current` comes from
-    the last payload that has the zone. The result is new data: it gets a new
-    message_id, and it keeps the smallest seq so that it sorts where its first
-    part was. The seqs of the other parts stay unused.
+    the last payload that has the zone. Crossing speeds merge exactly in
+    count, mean and max. The 85th percentile is kept only when one part had
+    speeds, because percentiles of parts do not combine.
+
+    The result is new data, so it gets a new message_id. It keeps the
+    smallest seq so that it sorts where its first part was, and it lists the
+    other parts' seqs in `merged_seqs` so that the gateway does not report
+    them as gaps.
 
     Args:
         payloads: counts payloads in interval order, at least one.
@@ -619,10 +635,15 @@ def merge_counts(payloads: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not payloads:
         raise ValueError("merge_counts needs at least one counts payload")
     first, last = payloads[0], payloads[-1]
+    seqs = {payload["seq"] for payload in payloads}
+    for payload in payloads:
+        seqs.update(payload.get("merged_seqs", ()))
+    head_seq = min(seqs)
     merged: dict[str, Any] = {
         **first,
         "message_id": str(uuid.uuid4()),
-        "seq": min(payload["seq"] for payload in payloads),
+        "seq": head_seq,
+        "merged_seqs": sorted(seqs - {head_seq}),
         "sent_at": last["sent_at"],
         "interval_end": last["interval_end"],
         "lines": _merge_lines(payloads),
@@ -637,13 +658,37 @@ def merge_counts(payloads: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _merge_lines(payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    speeds: dict[tuple[tuple[str, str], str], list[dict[str, Any]]] = {}
     for payload in payloads:
         for row in payload["lines"]:
             key = (row["line"], row["class"])
-            total = rows.setdefault(key, {**row, "in": 0, "out": 0})
+            total = rows.setdefault(
+                key, {"line": row["line"], "class": row["class"], "in": 0, "out": 0}
+            )
             total["in"] += row["in"]
             total["out"] += row["out"]
+            for field_name in SPEED_FIELDS:
+                if field_name in row:
+                    speeds.setdefault((key, field_name), []).append(row[field_name])
+    for (key, field_name), parts in speeds.items():
+        rows[key][field_name] = merge_speed_stats(parts)
     return list(rows.values())
+
+
+def merge_speed_stats(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Combine the crossing speed statistics of several intervals.
+
+    Count, mean and max combine exactly. A percentile does not, so
+    `p85_kmh` survives only when a single part carries statistics.
+    """
+    if len(parts) == 1:
+        return dict(parts[0])
+    n = sum(part["n"] for part in parts)
+    return {
+        "n": n,
+        "mean_kmh": sum(part["mean_kmh"] * part["n"] for part in parts) / n,
+        "max_kmh": max(part["max_kmh"] for part in parts),
+    }
 
 
 def _merge_zones(payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

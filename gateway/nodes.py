@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from gateway import incidents
@@ -177,6 +178,34 @@ def track_sequence(
         last,
         seq,
     )
+
+
+def track_merged_seqs(
+    tx: Tx, site: str, node: str, seqs: Sequence[int], at_ms: int
+) -> None:
+    """Record the seqs that a merged counts message absorbed as delivered.
+
+    Call it after `track_sequence` for the message's own seq. Each absorbed
+    seq fills its gap or advances the node's last seq, opening a gap for
+    messages in between (incidents that were not merged). A seq at or below
+    the last one outside every gap was already accounted for, so it never
+    counts as an outbox reset.
+    """
+    for seq in sorted(seqs):
+        last = _last_seq(tx, site, node)
+        if last is None or seq > last:
+            if last is not None and seq > last + 1:
+                _open_gap(tx, site, node, first=last + 1, last=seq - 1, at_ms=at_ms)
+            _set_last_seq(tx, site, node, seq)
+            continue
+        _fill_gap(tx, site, node, seq, at_ms)
+
+
+def _last_seq(tx: Tx, site: str, node: str) -> int | None:
+    rows = tx.execute(
+        "SELECT last_seq FROM nodes WHERE site = ? AND node = ?", (site, node)
+    )
+    return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 
 def seq_conflict(  # noqa: PLR0913

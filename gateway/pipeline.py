@@ -142,6 +142,8 @@ def _apply_kind(tx: Tx, item: Accepted) -> None:
         nodes.track_sequence(
             tx, site, node, seq=message["seq"], last=last_seq, at_ms=at_ms
         )
+        if message.get("merged_seqs"):
+            nodes.track_merged_seqs(tx, site, node, message["merged_seqs"], at_ms)
     if item.kind == "counts":
         counts.store_counts(tx, message)
     elif item.kind == "incident":

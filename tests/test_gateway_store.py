@@ -186,6 +186,35 @@ def test_sequence_gaps(
     )
 
 
+@pytest.mark.parametrize(
+    ("arrivals", "open_gaps"),
+    [
+        ([(1, []), (2, [3, 4]), (5, [])], []),
+        ([(1, []), (2, [4]), (3, [])], []),
+        ([(1, []), (2, [4])], [(3, 3)]),
+        ([(1, []), (5, []), (2, [3, 4])], []),
+        ([(1, []), (6, []), (2, [4])], [(3, 3), (5, 5)]),
+    ],
+    ids=["in_order", "around_incident", "incident_missing", "late", "late_partial"],
+)
+def test_merged_counts_fill_sequence(
+    db: Database, arrivals: list[tuple[int, list[int]]], open_gaps: list
+) -> None:
+    for seq, merged in arrivals:
+        message = counts_message(seq=seq)
+        if merged:
+            message["merged_seqs"] = merged
+        ingest(db, message)
+    found = db.query(
+        "SELECT first_seq, last_seq FROM seq_gaps WHERE closed_ms IS NULL ORDER BY"
+        " first_seq"
+    )
+    node = nodes.list_nodes(db)[0]
+    assert [tuple(row) for row in found] == open_gaps
+    assert node["seq_resets"] == 0
+    assert node["seq_conflicts"] == 0
+
+
 def test_status_and_heartbeat_fill_registry(db: Database) -> None:
     ingest(db, status_message("online"), heartbeat_message())
     node = nodes.list_nodes(db)[0]

@@ -240,6 +240,45 @@ def test_merge_counts_sums_and_weights() -> None:
     assert merged["message_id"] not in {p["message_id"] for p in parts}
 
 
+def test_merge_counts_lists_absorbed_seqs() -> None:
+    parts = _stored_counts(range(4))
+    once = merge_counts(parts[:2])
+    twice = merge_counts([once, *parts[2:]])
+    validate(twice, "counts")
+    assert once["merged_seqs"] == [2]
+    assert twice["seq"] == 1
+    assert twice["merged_seqs"] == [2, 3, 4]
+
+
+def _speeds(n: int, mean: float, p85: float, top: float) -> dict[str, Any]:
+    return {"n": n, "mean_kmh": mean, "p85_kmh": p85, "max_kmh": top}
+
+
+@pytest.mark.parametrize(
+    ("speeds", "expected"),
+    [
+        ([_speeds(4, 30.0, 35.0, 40.0), None], _speeds(4, 30.0, 35.0, 40.0)),
+        (
+            [_speeds(1, 20.0, 20.0, 20.0), _speeds(3, 40.0, 44.0, 50.0)],
+            {"n": 4, "mean_kmh": 35.0, "max_kmh": 50.0},
+        ),
+        ([None, None], None),
+    ],
+    ids=["one-part-keeps-p85", "two-parts-exact", "no-speeds"],
+)
+def test_merge_counts_speed_stats(
+    speeds: list[dict[str, Any] | None], expected: dict[str, Any] | None
+) -> None:
+    parts = _stored_counts(range(len(speeds)))
+    for part, stats in zip(parts, speeds, strict=True):
+        if stats is not None:
+            part["lines"][0]["speed_in"] = stats
+    merged = merge_counts(parts)
+    validate(merged, "counts")
+    assert merged["lines"][0].get("speed_in") == expected
+    assert "speed_out" not in merged["lines"][0]
+
+
 def test_merge_counts_unions_rows() -> None:
     parts = _stored_counts(range(2))
     parts[1]["lines"] = [{"line": "exit", "class": "car", "in": 0, "out": 4}]
