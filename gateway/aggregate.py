@@ -18,17 +18,28 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway import line_speeds
+from gateway.line_speeds import SpeedTotals
 from gateway.store import Database
 
 BUCKETS = {"1m": 60, "15m": 900, "1h": 3600, "1d": 86400}
 KINDS = ("all", "lines", "zones")
 DIRECTIONS = ("both", "in", "out")
-LINE_COLUMNS = ("bucket_start", "site", "node", "line", "class", "in", "out")
+LINE_COLUMNS = (
+    "bucket_start",
+    "site",
+    "node",
+    "line",
+    "class",
+    "in",
+    "out",
+    *line_speeds.COLUMNS,
+)
 ZONE_COLUMNS = (
     "bucket_start",
     "site",
@@ -145,28 +156,44 @@ def _where(
     return " AND ".join(clauses), params
 
 
+@dataclass(slots=True)
+class _LineTotals:
+    n_in: int = 0
+    n_out: int = 0
+    speed_in: SpeedTotals = field(default_factory=SpeedTotals)
+    speed_out: SpeedTotals = field(default_factory=SpeedTotals)
+
+
 def line_buckets(db: Database, query: CountQuery) -> list[dict[str, Any]]:
-    """Return in/out totals per bucket, site, node, line and class."""
+    """Return in/out totals and speeds per bucket, site, node, line and class.
+
+    A bucket row carries `speed_in` or `speed_out` only when one of its
+    interval rows has speeds for that direction. `line_speeds` explains how
+    they merge and when `p85_kmh` is left out.
+    """
     zone = query.zone_info()
     slice_ms = _slice_s(query, zone) * 1000
     where, params = _where(query, "line", query.line)
     rows = db.query(
         f"SELECT site, node, line, class, (start_ms / {slice_ms}) * {slice_ms} AS "
-        f"slice, "
-        f"SUM(n_in), SUM(n_out) FROM count_lines WHERE {where} "
-        "GROUP BY site, node, line, class, slice",
+        f"slice, SUM(n_in), SUM(n_out), {line_speeds.SLICE_SQL} "
+        f"FROM count_lines WHERE {where} GROUP BY site, node, line, class, slice",
         params,
     )
-    totals: dict[tuple[Any, ...], list[int]] = {}
-    for site, node, line, class_name, slice_start, n_in, n_out in rows:
+    totals: dict[tuple[Any, ...], _LineTotals] = {}
+    width = line_speeds.SLICE_WIDTH
+    for site, node, line, class_name, slice_start, n_in, n_out, *speeds in rows:
         start = bucket_start(int(slice_start), query.bucket, zone)
         key = (start.astimezone(UTC), start.isoformat(), site, node, line, class_name)
-        figures = totals.setdefault(key, [0, 0])
-        figures[0] += int(n_in)
-        figures[1] += int(n_out)
+        figures = totals.setdefault(key, _LineTotals())
+        figures.n_in += int(n_in)
+        figures.n_out += int(n_out)
+        figures.speed_in.add_slice(*speeds[:width])
+        figures.speed_out.add_slice(*speeds[width:])
     result = []
     for key in sorted(totals):
         _, label, site, node, line, class_name = key
+        figures = totals[key]
         row: dict[str, Any] = {
             "bucket_start": label,
             "site": site,
@@ -175,9 +202,13 @@ def line_buckets(db: Database, query: CountQuery) -> list[dict[str, Any]]:
             "class": class_name,
         }
         if query.direction in ("both", "in"):
-            row["in"] = totals[key][0]
+            row["in"] = figures.n_in
         if query.direction in ("both", "out"):
-            row["out"] = totals[key][1]
+            row["out"] = figures.n_out
+        for direction, merged in (("in", figures.speed_in), ("out", figures.speed_out)):
+            stats = merged.stats()
+            if query.direction in ("both", direction) and stats is not None:
+                row[f"speed_{direction}"] = stats
         result.append(row)
     return result
 

@@ -22,7 +22,17 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from gateway import aggregate, audit, auth, fleet, incidents, nodes, stream, web
+from gateway import (
+    aggregate,
+    audit,
+    auth,
+    fleet,
+    incidents,
+    line_speeds,
+    nodes,
+    stream,
+    web,
+)
 from gateway.config import GatewayConfig
 from gateway.ingest import INT64_MAX
 from gateway.store import Database
@@ -244,8 +254,9 @@ def create_app(  # noqa: C901, PLR0915
                 aggregate.zone_buckets(db, query), aggregate.ZONE_COLUMNS
             )
         else:
+            rows = aggregate.line_buckets(db, query)
             text = aggregate.to_csv(
-                aggregate.line_buckets(db, query), aggregate.LINE_COLUMNS
+                [line_speeds.csv_fields(row) for row in rows], aggregate.LINE_COLUMNS
             )
         return PlainTextResponse(text, media_type="text/csv")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.line_speeds import COLUMNS as SPEED_COLUMNS
 from gateway.store import Database, StoreError, open_database
 from gateway.timeutil import now_ms
 
@@ -61,6 +62,7 @@ _COLUMNS = {
         "end_ms",
         "n_in",
         "n_out",
+        *SPEED_COLUMNS,
     ),
     "count_zones": (
         "message_id",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import line_speeds
 from gateway.store import Tx
 from gateway.timeutil import iso_ms
 
 LINE_INSERT = (
     "INSERT INTO count_lines (message_id, site, node, line, class, start_ms, end_ms, "
-    "n_in, n_out) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"n_in, n_out, {', '.join(line_speeds.COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (9 + len(line_speeds.COLUMNS)))})"
 )
 ZONE_INSERT = (
     "INSERT INTO count_zones (message_id, site, node, zone, class, start_ms, end_ms, "
@@ -24,7 +26,17 @@ def store_counts(tx: Tx, message: dict[str, Any]) -> None:
     end_ms = iso_ms(message["interval_end"])
     key = (message["message_id"], message["site"], message["node"])
     lines = [
-        (*key, row["line"], row["class"], start_ms, end_ms, row["in"], row["out"])
+        (
+            *key,
+            row["line"],
+            row["class"],
+            start_ms,
+            end_ms,
+            row["in"],
+            row["out"],
+            *line_speeds.row_values(row.get("speed_in")),
+            *line_speeds.row_values(row.get("speed_out")),
+        )
         for row in message["lines"]
     ]
     zones = [

@@ -122,6 +122,8 @@ def classify(
         _check_times(payload)
         message = _validate(payload, kind)
         _check_origin(message, parsed_topic)
+        if kind == "counts":
+            _check_speed_counts(message)
     except _RejectedError as error:
         return _reject(
             topic=topic,
@@ -195,6 +197,24 @@ def _check_origin(message: dict[str, Any], topic: Topic) -> None:
             f"payload site/node {message['site']}/{message['node']} does not match "
             f"topic site/node {topic.site}/{topic.node}",
         )
+
+
+def _check_speed_counts(message: dict[str, Any]) -> None:
+    """Reject a line row whose speeds cover more crossings than it counted.
+
+    JSON Schema cannot compare two fields, so the check runs here. Without
+    it a bucket could report speeds of more crossings than it counts.
+    """
+    for index, row in enumerate(message["lines"]):
+        for direction in ("in", "out"):
+            stats = row.get(f"speed_{direction}")
+            if stats is not None and stats["n"] > row[direction]:
+                raise _RejectedError(
+                    "schema",
+                    f"/lines/{index}/speed_{direction}/n = {stats['n']} exceeds "
+                    f"/lines/{index}/{direction} = {row[direction]}, but speeds "
+                    "may cover only crossings that the row counts",
+                )
 
 
 def _check_ranges(payload: Any) -> None:  # noqa: ANN401

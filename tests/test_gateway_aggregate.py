@@ -180,3 +180,91 @@ def test_bucket_labels(instant: str, bucket: str, label: str) -> None:
 def test_query_errors(query: CountQuery, message: str) -> None:
     with pytest.raises(QueryError, match=message.replace("(", r"\(")):
         query.check()
+
+
+def speed(n: int, mean: float, p85: float, maximum: float) -> dict[str, float]:
+    return {"n": n, "mean_kmh": mean, "p85_kmh": p85, "max_kmh": maximum}
+
+
+SLOW = speed(2, 10.0, 12.0, 14.0)
+FAST = speed(3, 20.0, 25.0, 30.0)
+NO_SPEEDS: dict[str, dict] = {}
+
+# Each case lists the speed objects of consecutive line rows of one key, the
+# bucket query and the speed objects expected on the single bucket row.
+SPEED_MERGES = [
+    (
+        "two_intervals",
+        [{"speed_in": SLOW}, {"speed_in": FAST}],
+        CountQuery(bucket="1h", kind="lines"),
+        {"speed_in": {"n": 5, "mean_kmh": 16.0, "max_kmh": 30.0}},
+    ),
+    (
+        "two_slices_local_zone",
+        [{"speed_in": SLOW, "speed_out": SLOW}, {"speed_in": FAST}],
+        CountQuery(bucket="1h", tz="Australia/Sydney", kind="lines"),
+        {
+            "speed_in": {"n": 5, "mean_kmh": 16.0, "max_kmh": 30.0},
+            "speed_out": {"n": 2, "mean_kmh": 10.0, "p85_kmh": 12.0, "max_kmh": 14.0},
+        },
+    ),
+    (
+        "single_interval",
+        [{"speed_out": FAST}],
+        CountQuery(bucket="1h", kind="lines"),
+        {"speed_out": {"n": 3, "mean_kmh": 20.0, "p85_kmh": 25.0, "max_kmh": 30.0}},
+    ),
+    (
+        "one_interval_with_speeds",
+        [NO_SPEEDS, {"speed_in": SLOW}],
+        CountQuery(bucket="1h", kind="lines"),
+        {"speed_in": {"n": 2, "mean_kmh": 10.0, "p85_kmh": 12.0, "max_kmh": 14.0}},
+    ),
+    (
+        "mean_float_noise",
+        [{"speed_in": speed(3, 12.3, 13.0, 14.0)}],
+        CountQuery(bucket="1h", kind="lines"),
+        {"speed_in": {"n": 3, "mean_kmh": 12.3, "p85_kmh": 13.0, "max_kmh": 14.0}},
+    ),
+    (
+        "direction_filter",
+        [{"speed_in": SLOW, "speed_out": FAST}],
+        CountQuery(bucket="1h", direction="out", kind="lines"),
+        {"speed_out": {"n": 3, "mean_kmh": 20.0, "p85_kmh": 25.0, "max_kmh": 30.0}},
+    ),
+    (
+        "rows_without_speeds",
+        [NO_SPEEDS, NO_SPEEDS],
+        CountQuery(bucket="1h", kind="lines"),
+        {},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rows", "query", "expected"),
+    [case[1:] for case in SPEED_MERGES],
+    ids=[case[0] for case in SPEED_MERGES],
+)
+def test_line_speed_buckets(
+    db: Database, rows: list[dict], query: CountQuery, expected: dict
+) -> None:
+    # 10:00 and 10:20 UTC fall in one UTC hour but in two 15-minute slices of
+    # one local hour.
+    base = datetime(2024, 1, 1, 10, tzinfo=UTC)
+    items = []
+    for seq, speeds in enumerate(rows, 1):
+        message = counts_message(
+            seq=seq,
+            start=base + timedelta(minutes=20 * (seq - 1)),
+            lines=[("gate", "car", 5, 5)],
+        )
+        message["lines"][0].update(speeds)
+        items.append(
+            classify(*wire(message), max_bytes=10**6, keep_bytes=64, now_ms=now_ms())
+        )
+    apply_batch(db, items)
+    buckets = run_query(db, query)["lines"]
+    assert len(buckets) == 1
+    found = {key: value for key, value in buckets[0].items() if "speed" in key}
+    assert found == expected

@@ -185,9 +185,9 @@ def test_counts_totals_and_csv(
         "/api/v1/counts.csv", params={"bucket": "1d"}, headers=headers
     ).text
     assert csv_text.splitlines() == [
-        "bucket_start,site,node,line,class,in,out",
-        "2024-03-01T00:00:00+00:00,s1,n1,gate,person,5,3",
-        "2024-03-01T00:00:00+00:00,s1,n2,door,person,7,0",
+        "bucket_start,site,node,line,class,in,out," + SPEED_HEADER,
+        "2024-03-01T00:00:00+00:00,s1,n1,gate,person,5,3" + "," * 8,
+        "2024-03-01T00:00:00+00:00,s1,n2,door,person,7,0" + "," * 8,
     ]
     same = client.get(
         "/api/v1/counts", params={"bucket": "1d", "format": "csv"}, headers=headers
@@ -198,6 +198,66 @@ def test_counts_totals_and_csv(
         "/api/v1/counts", params={"direction": "in", "node": "n2"}, headers=headers
     )
     assert "out" not in only_in.json()["lines"][0]
+
+
+SPEED_HEADER = (
+    "speed_in_n,speed_in_mean_kmh,speed_in_p85_kmh,speed_in_max_kmh,"
+    "speed_out_n,speed_out_mean_kmh,speed_out_p85_kmh,speed_out_max_kmh"
+)
+
+
+def test_counts_speeds_json_and_csv(
+    client: TestClient, db: Database, tokens: dict[str, str]
+) -> None:
+    base = datetime(2024, 3, 1, 8, tzinfo=UTC)
+    first = counts_message(seq=1, start=base, lines=[("gate", "car", 2, 1)])
+    first["lines"][0]["speed_in"] = {
+        "n": 2,
+        "mean_kmh": 40.0,
+        "p85_kmh": 44.0,
+        "max_kmh": 45.5,
+    }
+    first["lines"][0]["speed_out"] = {
+        "n": 1,
+        "mean_kmh": 28.0,
+        "p85_kmh": 28.0,
+        "max_kmh": 28.0,
+    }
+    second = counts_message(
+        seq=2, start=base + timedelta(minutes=1), lines=[("gate", "car", 1, 0)]
+    )
+    second["lines"][0]["speed_in"] = {
+        "n": 1,
+        "mean_kmh": 52.0,
+        "p85_kmh": 52.0,
+        "max_kmh": 52.0,
+    }
+    ingest(db, first, second)
+    headers = bearer(tokens["viewer"])
+
+    body = client.get("/api/v1/counts", params={"bucket": "1h"}, headers=headers).json()
+    assert body["lines"] == [
+        {
+            "bucket_start": "2024-03-01T08:00:00+00:00",
+            "site": "s1",
+            "node": "n1",
+            "line": "gate",
+            "class": "car",
+            "in": 3,
+            "out": 1,
+            "speed_in": {"n": 3, "mean_kmh": 44.0, "max_kmh": 52.0},
+            "speed_out": {"n": 1, "mean_kmh": 28.0, "p85_kmh": 28.0, "max_kmh": 28.0},
+        }
+    ]
+
+    csv_text = client.get(
+        "/api/v1/counts.csv", params={"bucket": "1m"}, headers=headers
+    ).text
+    assert csv_text.splitlines() == [
+        "bucket_start,site,node,line,class,in,out," + SPEED_HEADER,
+        "2024-03-01T08:00:00+00:00,s1,n1,gate,car,2,1,2,40.0,44.0,45.5,1,28.0,28.0,28.0",
+        "2024-03-01T08:01:00+00:00,s1,n1,gate,car,1,0,1,52.0,52.0,52.0,,,,",
+    ]
 
 
 @pytest.mark.parametrize(

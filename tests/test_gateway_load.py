@@ -12,6 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
+from gateway import line_speeds
 from gateway.api import create_app
 from gateway.auth import create_token
 from gateway.config import parse_config
@@ -35,8 +36,20 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 def prefill(url: str) -> None:
     db = open_database(url)
     db.migrate()
+    no_speeds = (None,) * len(line_speeds.COLUMNS)
     rows = (
-        ("prefill", "s1", f"n{i % 8}", "gate", "person", ms, ms + 30_000, i % 3, i % 2)
+        (
+            "prefill",
+            "s1",
+            f"n{i % 8}",
+            "gate",
+            "person",
+            ms,
+            ms + 30_000,
+            i % 3,
+            i % 2,
+            *no_speeds,
+        )
         for i, ms in ((i, to_ms(START) + i * 30_000) for i in range(PREFILL_ROWS))
     )
     with db.transaction() as tx:

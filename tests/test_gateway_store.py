@@ -13,12 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.messages import encode, envelope, topic_for
-from gateway import incidents, nodes
+from gateway import incidents, line_speeds, nodes
+from gateway.aggregate import CountQuery, run_query
 from gateway.config import RetentionSettings
 from gateway.ingest import Accepted, Rejected, classify
 from gateway.pipeline import apply_batch
 from gateway.retention import apply_retention
-from gateway.store import Database
+from gateway.store import Database, open_database
+from gateway.store import base as store_base
 from gateway.store.postgres import PostgresDatabase
 from gateway.timeutil import now_ms
 from tests.support import gateway_fixtures
@@ -63,6 +65,63 @@ def test_counts_rows_stored(db: Database) -> None:
     assert rows == [("gate", "car", 0, 2), ("gate", "person", 3, 1)]
 
 
+SPEEDS = {"n": 4, "mean_kmh": 31.5, "p85_kmh": 38.25, "max_kmh": 42.0}
+SPEED_ROWS = [
+    ("both", {"speed_in": SPEEDS, "speed_out": SPEEDS}, (4, 31.5, 38.25, 42.0) * 2),
+    ("in_only", {"speed_in": SPEEDS}, (4, 31.5, 38.25, 42.0, None, None, None, None)),
+    ("out_only", {"speed_out": SPEEDS}, (None, None, None, None, 4, 31.5, 38.25, 42.0)),
+    ("none", {}, (None,) * 8),
+    (
+        "merged_no_p85",
+        {"speed_in": {"n": 4, "mean_kmh": 31.5, "max_kmh": 42.0}},
+        (4, 31.5, None, 42.0, None, None, None, None),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("speeds", "stored"),
+    [case[1:] for case in SPEED_ROWS],
+    ids=[case[0] for case in SPEED_ROWS],
+)
+def test_counts_speeds_stored(db: Database, speeds: dict, stored: tuple) -> None:
+    message = counts_message(lines=[("gate", "car", 4, 4)])
+    message["lines"][0].update(speeds)
+    ingest(db, message)
+    rows = db.query(f"SELECT {', '.join(line_speeds.COLUMNS)} FROM count_lines")
+    assert [tuple(row) for row in rows] == [stored]
+
+
+def test_migration_0004_keeps_old_rows(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = open_database(db_url)
+    every = store_base._migrations(database.dialect)  # noqa: SLF001
+    monkeypatch.setattr(
+        store_base,
+        "_migrations",
+        lambda dialect: [entry for entry in every if entry[0] <= 3],
+    )
+    assert database.migrate() == [1, 2, 3]
+    with database.transaction() as tx:
+        tx.execute(
+            "INSERT INTO count_lines (message_id, site, node, line, class, start_ms, "
+            "end_ms, n_in, n_out) VALUES ('old', 's1', 'n1', 'gate', 'car', 0, 60000, "
+            "2, 1)"
+        )
+    monkeypatch.undo()
+    assert database.migrate() == [4]
+    old = database.query(
+        f"SELECT n_in, n_out, {', '.join(line_speeds.COLUMNS)} FROM count_lines"
+    )
+    ingest(database, counts_message(lines=[("gate", "car", 1, 0)]))
+    rows = run_query(database, CountQuery(bucket="1d", kind="lines"))["lines"]
+    database.close()
+    assert [tuple(row) for row in old] == [(2, 1, *(None,) * 8)]
+    assert [row["in"] for row in rows] == [2, 1]
+    assert all("speed_in" not in row and "speed_out" not in row for row in rows)
+
+
 def test_duplicate_uuid_counted_not_stored(db: Database) -> None:
     message = counts_message()
     ingest(db, message)
@@ -92,6 +151,17 @@ def _schema() -> tuple[str, bytes]:
     return wire(message)
 
 
+def _speed_over_count() -> tuple[str, bytes]:
+    message = counts_message(lines=[("gate", "car", 2, 0)])
+    message["lines"][0]["speed_in"] = {
+        "n": 3,
+        "mean_kmh": 30.0,
+        "p85_kmh": 35.0,
+        "max_kmh": 36.0,
+    }
+    return wire(message)
+
+
 def _wrong_leaf() -> tuple[str, bytes]:
     return topic_for("s1", "n1", "status"), encode(counts_message())
 
@@ -114,6 +184,7 @@ MALFORMED = [
     ("unknown_topic", lambda: ("other/thing", b"{}"), "unknown_topic"),
     ("unknown_leaf", lambda: ("sitlab/v1/s1/n1/video", b"{}"), "unknown_topic"),
     ("kind_vs_leaf", _wrong_leaf, "schema"),
+    ("speed_over_count", _speed_over_count, "schema"),
     (
         "nul_text",
         lambda: (topic_for("s1", "n1", "counts"), b'{"a":"\\u0000"}'),
@@ -154,6 +225,13 @@ def test_dead_letter_detail_names_field(db: Database) -> None:
     ingest_raw(db, topic, raw)
     detail = db.query("SELECT detail FROM dead_letters")[0][0]
     assert "lines/0/in" in detail
+
+
+def test_speed_over_count_detail(db: Database) -> None:
+    topic, raw = _speed_over_count()
+    ingest_raw(db, topic, raw)
+    detail = db.query("SELECT detail FROM dead_letters")[0][0]
+    assert "/lines/0/speed_in/n = 3 exceeds /lines/0/in = 2" in detail
 
 
 @pytest.mark.parametrize(

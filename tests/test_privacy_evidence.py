@@ -76,6 +76,7 @@ def test_export_and_delete_by_site(db: Database) -> None:
     exported = export_node(db, "s", "n")
     assert len(exported["count_lines"]) == 2
     assert exported["count_lines"][0]["line"] == "door"
+    assert exported["count_lines"][0]["speed_in_n"] is None
     deleted = delete_site_before(db, "s", DAY_MS)
     assert deleted["count_lines"] == 1
     assert len(export_node(db, "s", "n")["count_lines"]) == 1

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from gateway import line_speeds
 from gateway.auth import create_token, set_user
 from tests.support.broker import Broker
 from tests.support.browser import WebGateway, launch_browser
@@ -389,8 +390,8 @@ def test_counts_compare_in_site_zone(browser: Any, web: WebGateway, node: Any) -
     assert "from=2024-06-01T08%3A00%3A00.000Z" in href
     csv = page.context.request.get(f"{web.base_url}{href}").text()
     assert csv.splitlines() == [
-        "bucket_start,site,node,line,class,in,out",
-        "2024-06-01T10:00:00+02:00,s1,n1,gate,person,3,1",
-        "2024-06-01T11:00:00+02:00,s1,n1,gate,person,2,0",
+        "bucket_start,site,node,line,class,in,out," + ",".join(line_speeds.COLUMNS),
+        "2024-06-01T10:00:00+02:00,s1,n1,gate,person,3,1" + "," * 8,
+        "2024-06-01T11:00:00+02:00,s1,n1,gate,person,2,0" + "," * 8,
     ]
     page.context.close()

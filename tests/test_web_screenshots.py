@@ -28,6 +28,7 @@ import pytest
 from edge.detector import Detector
 from edge.incidents.evidence import EvidenceSettings, render_evidence
 from edge.messages import envelope, utc_iso
+from gateway import line_speeds
 from gateway.auth import set_user
 from tests.support.broker import Broker
 from tests.support.browser import WebGateway, launch_browser
@@ -256,6 +257,7 @@ def show_counts(page: Any, web: WebGateway) -> None:
     assert TIME_ZONE in note
     href = page.get_attribute("#count-csv", "href")
     csv = page.context.request.get(f"{web.base_url}{href}").text()
-    assert csv.splitlines()[0] == "bucket_start,site,node,line,class,in,out"
+    header = "bucket_start,site,node,line,class,in,out," + ",".join(line_speeds.COLUMNS)
+    assert csv.splitlines()[0] == header
     assert len(csv.splitlines()) > 1
     page.screenshot(path=str(IMAGES / "dispatcher-counts.png"), full_page=True)
