@@ -32,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from edge.analytics.speed_stats import SPEED_FIELDS, merge_speed_fields
 from edge.messages import (
     SEQUENCED_KINDS,
     encode,
@@ -605,7 +606,8 @@ def merge_counts(payloads: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Line crossings and zone entries and exits are summed, `max` is the max,
     `mean` is weighted by each interval's duration, and `current` comes from
-    the last payload that has the zone. The result is new data: it gets a new
+    the last payload that has the zone. Crossing speed statistics are merged
+    by `merge_speed_fields`. The result is new data: it gets a new
     message_id, and it keeps the smallest seq so that it sorts where its first
     part was. The seqs of the other parts stay unused.
 
@@ -637,12 +639,18 @@ def merge_counts(payloads: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _merge_lines(payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    speeds: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for payload in payloads:
         for row in payload["lines"]:
             key = (row["line"], row["class"])
             total = rows.setdefault(key, {**row, "in": 0, "out": 0})
             total["in"] += row["in"]
             total["out"] += row["out"]
+            for field_name in SPEED_FIELDS:
+                if field_name in row:
+                    speeds.setdefault((*key, field_name), []).append(row[field_name])
+    for (line, class_name, field_name), parts in speeds.items():
+        rows[(line, class_name)][field_name] = merge_speed_fields(parts)
     return list(rows.values())
 
 
