@@ -48,7 +48,13 @@ def node_config(**extra: Any) -> NodeConfig:  # noqa: ANN401
     return parse_config(data)
 
 
-def car_track(track_id: int, east_m: float, speed_kmh: float, scale: float) -> Track:
+def car_track(
+    track_id: int,
+    east_m: float,
+    speed_kmh: float,
+    scale: float,
+    jitter_px: tuple[float, float] = (0.0, 0.0),
+) -> Track:
     x, y = pixel(east_m, LANE_NORTH_M)
     # The Kalman velocity of the box, taken as the anchor's pixel velocity.
     ahead_x, ahead_y = pixel(east_m + 0.01, LANE_NORTH_M)
@@ -57,7 +63,7 @@ def car_track(track_id: int, east_m: float, speed_kmh: float, scale: float) -> T
         (ahead_x - x) / 0.01 * metres_per_s,
         (ahead_y - y) / 0.01 * metres_per_s,
     )
-    x, y = x * scale, y * scale
+    x, y = (x + jitter_px[0]) * scale, (y + jitter_px[1]) * scale
     box = (x - 30 * scale, y - 40 * scale, x + 30 * scale, y)
     velocity_scaled = (velocity[0] * scale, velocity[1] * scale)
     return Track(track_id, box, CAR, 0.9, True, True, velocity_scaled)
@@ -67,12 +73,16 @@ def drive(
     config: NodeConfig,
     speeds_kmh: Sequence[float],
     stream_wh: tuple[int, int] = RESOLUTION,
+    jitter_px: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Drive one car per speed across the line, one after another.
 
     The frames go through the same steps as the node's frame loop: the
-    scene at the stream's resolution, track speeds, then analytics.
+    scene at the stream's resolution, track speeds, then analytics. Box
+    corners move by up to `jitter_px` calibration pixels at random, like
+    detector noise.
     """
+    rng = np.random.default_rng(11)
     scene = Scene.from_config(config, stream_wh)
     speeds = (
         TrackSpeeds.from_config(scene.ground, config.speed) if scene.ground else None
@@ -91,7 +101,9 @@ def drive(
         east = START_EAST_M
         while east <= -START_EAST_M:
             frame = Frame(image, round(t * FPS), t, T0 + timedelta(seconds=t))
-            tracked = TrackedFrame(frame, [car_track(track_id, east, speed_kmh, scale)])
+            jitter = rng.uniform(-jitter_px, jitter_px, 2)
+            car = car_track(track_id, east, speed_kmh, scale, (jitter[0], jitter[1]))
+            tracked = TrackedFrame(frame, [car])
             if speeds is not None:
                 tracked.speeds_kmh = speeds.update(tracked)
             assert analytics.update(tracked) == []
@@ -118,22 +130,30 @@ SPEEDS_KMH = [30.0, 36.0, 42.0, 50.0, 61.0]
 
 
 @pytest.mark.parametrize(
-    ("speed", "stream_wh"),
+    ("speed", "stream_wh", "jitter_px"),
     [
-        ({}, RESOLUTION),
-        ({"method": "kalman"}, RESOLUTION),
-        ({"window_s": 0.6, "min_span_s": 0.3}, RESOLUTION),
-        ({}, (640, 360)),
-        ({"method": "kalman"}, (1920, 1080)),
+        ({}, RESOLUTION, 0.0),
+        ({"method": "kalman"}, RESOLUTION, 0.0),
+        ({"window_s": 0.6, "min_span_s": 0.3}, RESOLUTION, 0.0),
+        ({}, (640, 360), 0.0),
+        ({"method": "kalman"}, (1920, 1080), 0.0),
+        ({}, RESOLUTION, 2.0),
     ],
-    ids=["window", "kalman", "short-window", "half-stream", "kalman-full-hd"],
+    ids=[
+        "window",
+        "kalman",
+        "short-window",
+        "half-stream",
+        "kalman-full-hd",
+        "window-2px-jitter",
+    ],
 )
 def test_crossing_speeds_within_two_percent(
-    speed: dict[str, Any], stream_wh: tuple[int, int]
+    speed: dict[str, Any], stream_wh: tuple[int, int], jitter_px: float
 ) -> None:
     config = node_config(ground=ground_section(), speed=speed)
 
-    row = gate_row(drive(config, SPEEDS_KMH, stream_wh))
+    row = gate_row(drive(config, SPEEDS_KMH, stream_wh, jitter_px))
 
     stats = row["speed_in"] if "speed_in" in row else row["speed_out"]
     assert row["in"] + row["out"] == len(SPEEDS_KMH)
