@@ -25,8 +25,13 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from edge.config_calibration import GroundConfig, LensConfig, TamperingConfig
-from edge.config_rules import IncidentsConfig, RuleConfig, rule_classes
+from edge.config_calibration import (
+    GroundConfig,
+    LensConfig,
+    SpeedConfig,
+    TamperingConfig,
+)
+from edge.config_rules import IncidentsConfig, RuleConfig, ground_needs, rule_classes
 from edge.motion import MotionConfig
 from edge.types import Anchor
 
@@ -375,6 +380,13 @@ class NodeConfig(_Strict):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     lens: LensConfig | None = None
     ground: GroundConfig | None = None
+    speed: SpeedConfig | None = Field(
+        default=None,
+        description=(
+            "How track speeds are measured; needs `ground`. Defaults apply when "
+            "omitted."
+        ),
+    )
     tampering: TamperingConfig | None = None
 
     @field_validator("timezone")
@@ -404,7 +416,29 @@ class NodeConfig(_Strict):
         self._check_unique("zones", [zone.name for zone in self.zones])
         self._check_unique("rules", [rule.name for rule in self.rules])
         self._check_rules()
+        self._check_ground_users()
         return self
+
+    def _check_ground_users(self) -> None:
+        if self.ground is not None:
+            return
+        if self.speed is not None:
+            raise ValueError(
+                "the speed section needs a ground plane, but the config has no "
+                "ground section; run `sitlab-calibrate ground` to add one, or remove "
+                "the speed section"
+            )
+        for rule in self.rules:
+            needs = ground_needs(rule)
+            if not needs:
+                continue
+            fix = "run `sitlab-calibrate ground` to add one"
+            if rule.type != "speeding":
+                fix += ", or give the distance in pixels (the *_px form)"
+            raise ValueError(
+                f"rule {rule.name!r} uses {' and '.join(needs)}, which needs a "
+                f"ground plane, but the config has no ground section; {fix}"
+            )
 
     def _check_rules(self) -> None:
         zones = {zone.name for zone in self.zones}

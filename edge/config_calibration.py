@@ -2,13 +2,15 @@
 
 `NodeConfig` holds them as `lens`, `ground` and `tampering`, each optional.
 The technician CLI fills them in; the node reads them through `edge.lens`,
-`edge.ground` and the tampering rule.
+`edge.ground` and the tampering rule. The `speed` section, set by hand,
+tunes how the node turns the ground plane into track speeds.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -162,6 +164,46 @@ class GroundConfig(_Strict):
             raise ValueError(
                 f"ground.homography is singular (determinant {determinant:g}); run "
                 "`sitlab-calibrate ground` again with points spread over the ground"
+            )
+        return self
+
+
+class SpeedConfig(_Strict):
+    """Measurement of track speeds in km/h on the calibrated ground plane."""
+
+    method: Literal["window", "kalman"] = Field(
+        default="window",
+        description=(
+            "'window': straight-line distance of the ground point over `window_s`, "
+            "steady but late after braking; 'kalman': the tracker's velocity "
+            "mapped to the ground, immediate but noisy at low frame rates."
+        ),
+    )
+    window_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description=(
+            "Length of the displacement window in seconds. Longer smooths detector "
+            "jitter but lags behind speed changes and underestimates curved paths."
+        ),
+    )
+    min_span_s: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "A windowed speed is reported once the track's samples span this "
+            "long; at most `window_s`. Lower reports speeds of short tracks sooner "
+            "and noisier."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _span_within_window(self) -> SpeedConfig:
+        if self.min_span_s > self.window_s:
+            raise ValueError(
+                f"speed.min_span_s={self.min_span_s:g} is longer than "
+                f"speed.window_s={self.window_s:g}; use a value up to window_s"
             )
         return self
 

@@ -2,13 +2,15 @@
 
 Rules refer to the node's configured zones and lines by name, as the
 commercial analytics do, so one drawing serves counting and alarms.
+Distances can be given in pixels (`*_px`) or, on a node with a `ground`
+section, in metres on the ground (`*_m`), one form per setting.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
 SEVERITIES = Literal["info", "low", "medium", "high", "critical"]
@@ -47,6 +49,14 @@ class _RuleBase(_Strict):
         ge=0,
         description="Objects whose box's longer side is shorter are ignored.",
     )
+    min_size_m: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "The same limit in metres, measured at the object's ground point; needs "
+            "the `ground` section. Set min_size_px or min_size_m, not both."
+        ),
+    )
     trigger_delay_s: float = Field(
         default=0.0,
         ge=0,
@@ -65,6 +75,22 @@ class _RuleBase(_Strict):
         default=False,
         description="Attach one anonymised JPEG to each incident start.",
     )
+
+    @model_validator(mode="after")
+    def _one_size_form(self) -> Self:
+        _require_one_form(self.name, "min_size", self.min_size_px, self.min_size_m)
+        return self
+
+
+def _require_one_form(
+    rule: str, stem: str, pixels: float | None, metres: float | None
+) -> None:
+    """Raise ValueError when a distance is set both in pixels and in metres."""
+    if pixels and metres:
+        raise ValueError(
+            f"rule {rule!r}: {stem}_px={pixels:g} and {stem}_m={metres:g} are both "
+            f"set; give the distance once, as {stem}_px or as {stem}_m"
+        )
 
 
 class _ZoneRule(_RuleBase):
@@ -105,21 +131,52 @@ class CrowdingRuleConfig(_ZoneRule):
     update_every_s: float = Field(default=10.0, gt=0)
 
 
-class AbandonedObjectRuleConfig(_ZoneRule):
+class _StationaryRule(_ZoneRule):
+    still_radius_m: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Radius in metres on the ground within which the object counts as "
+            "still; needs the `ground` section. Replaces still_radius_px."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_radius_form(self) -> Self:
+        radius_px = getattr(self, "still_radius_px", None)
+        _require_one_form(self.name, "still_radius", radius_px, self.still_radius_m)
+        return self
+
+
+class AbandonedObjectRuleConfig(_StationaryRule):
     """A bag left stationary in a zone beyond a time."""
 
     type: Literal["abandoned_object"]
     limit_s: float = Field(default=60.0, gt=0)
-    still_radius_px: float = Field(default=15.0, gt=0)
+    still_radius_px: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Radius in pixels within which the object counts as still; 15 when "
+            "neither this nor still_radius_m is set."
+        ),
+    )
     missing_grace_s: float = Field(default=10.0, ge=0)
 
 
-class StoppedVehicleRuleConfig(_ZoneRule):
+class StoppedVehicleRuleConfig(_StationaryRule):
     """A vehicle stationary in a no-stopping zone beyond a time."""
 
     type: Literal["stopped_vehicle"]
     limit_s: float = Field(default=30.0, gt=0)
-    still_radius_px: float = Field(default=20.0, gt=0)
+    still_radius_px: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Radius in pixels within which the vehicle counts as still; 20 when "
+            "neither this nor still_radius_m is set."
+        ),
+    )
     missing_grace_s: float = Field(default=10.0, ge=0)
 
 
@@ -132,8 +189,73 @@ class WrongWayRuleConfig(_RuleBase):
         description="Direction of travel that is allowed, in the line's in/out terms."
     )
     window_s: float = Field(default=1.0, gt=0)
-    min_travel_px: float = Field(default=10.0, ge=0)
+    min_travel_px: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Least travel across the line within window_s, in pixels; 10 when "
+            "neither this nor min_travel_m is set."
+        ),
+    )
+    min_travel_m: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Least travel across the line in metres on the ground; needs the "
+            "`ground` section and a line drawn on the ground. Replaces min_travel_px."
+        ),
+    )
     hold_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_travel_form(self) -> Self:
+        _require_one_form(
+            self.name, "min_travel", self.min_travel_px, self.min_travel_m
+        )
+        return self
+
+
+class SpeedingRuleConfig(_RuleBase):
+    """An object faster than a speed limit on the calibrated ground plane."""
+
+    type: Literal["speeding"]
+    zones: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Names of configured zones where the limit applies; the whole frame "
+            "when omitted."
+        ),
+    )
+    limit_kmh: float = Field(
+        gt=0,
+        le=500,
+        description="Speed limit in km/h. Faster objects raise an incident.",
+    )
+    release_margin_kmh: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "The incident ends once the speed is this far below limit_kmh. Higher "
+            "keeps a speed that hovers around the limit one incident."
+        ),
+    )
+    trigger_delay_s: float = Field(
+        default=0.5,
+        ge=0,
+        description=(
+            "How long the speed must stay above the limit before an incident "
+            "starts. Higher ignores spikes from a jumping box."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _margin_below_limit(self) -> Self:
+        if self.release_margin_kmh >= self.limit_kmh:
+            raise ValueError(
+                f"rule {self.name!r}: release_margin_kmh={self.release_margin_kmh:g} "
+                f"must be below limit_kmh={self.limit_kmh:g}"
+            )
+        return self
 
 
 RuleConfig = Annotated[
@@ -142,7 +264,8 @@ RuleConfig = Annotated[
     | CrowdingRuleConfig
     | AbandonedObjectRuleConfig
     | StoppedVehicleRuleConfig
-    | WrongWayRuleConfig,
+    | WrongWayRuleConfig
+    | SpeedingRuleConfig,
     Field(discriminator="type"),
 ]
 
@@ -175,9 +298,19 @@ DEFAULT_RULE_CLASSES = {
     "abandoned_object": ["backpack", "handbag", "suitcase"],
     "stopped_vehicle": ["car", "motorcycle", "bus", "truck"],
     "wrong_way": ["person", "bicycle", "car", "motorcycle", "bus", "truck"],
+    "speeding": ["bicycle", "car", "motorcycle", "bus", "truck"],
 }
+# Rule settings in metres. Each needs the node's ground plane.
+METRE_FIELDS = ("min_size_m", "still_radius_m", "min_travel_m")
 
 
 def rule_classes(rule: RuleConfig) -> list[str]:
     """Return the classes a rule watches, its type's default when not given."""
     return list(rule.classes) if rule.classes else DEFAULT_RULE_CLASSES[rule.type]
+
+
+def ground_needs(rule: RuleConfig) -> list[str]:
+    """Return what in a rule needs the ground plane, such as 'min_size_m'."""
+    needs = ["type speeding"] if rule.type == "speeding" else []
+    needs += [name for name in METRE_FIELDS if getattr(rule, name, None)]
+    return needs

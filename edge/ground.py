@@ -23,7 +23,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from edge.config_calibration import GroundConfig, LensConfig
+from edge.config_calibration import GroundConfig, LensConfig, SpeedConfig
 from edge.lens import LensModel
 from edge.types import Anchor, Track, TrackedFrame
 
@@ -144,6 +144,21 @@ class GroundPlane:
         along_y = float(np.hypot(*(world[2] - world[0]))) / _STEP_PX
         return math.sqrt(along_x * along_y)
 
+    def size_m(self, xyxy: tuple[float, float, float, float]) -> float:
+        """Return the longer side of a box in metres, for size limits of rules.
+
+        Both sides are scaled by the ground's metres per pixel along the
+        image x axis at the box's bottom centre. That holds for an upright
+        object standing there, because its height and width are both about
+        square to the line of sight, unlike a distance along the ground.
+        NaN when the bottom centre is beyond the horizon.
+        """
+        left, top, right, bottom = (float(value) for value in xyxy)
+        centre_x = (left + right) / 2.0
+        world = self.to_world([[centre_x, bottom], [centre_x + _STEP_PX, bottom]])
+        metres_per_px = float(np.hypot(*(world[1] - world[0]))) / _STEP_PX
+        return max(right - left, bottom - top) * metres_per_px
+
     def velocity_mps(
         self, point_xy: Sequence[float], velocity_px_s: Sequence[float]
     ) -> tuple[float, float]:
@@ -235,6 +250,23 @@ class TrackSpeeds:
         self.min_span_s = min_span_s
         self.max_tracks = max_tracks
         self._tracks: OrderedDict[int, _History] = OrderedDict()
+
+    @classmethod
+    def from_config(
+        cls, ground: GroundPlane, speed: SpeedConfig | None = None
+    ) -> TrackSpeeds:
+        """Build the speed state for `ground` with the config's `speed` section.
+
+        The anchor is always the bottom centre, the point of a box that
+        touches the ground, whatever anchor the lines and zones use.
+        """
+        settings = speed or SpeedConfig()
+        return cls(
+            ground,
+            method=SpeedMethod(settings.method),
+            window_s=settings.window_s,
+            min_span_s=settings.min_span_s,
+        )
 
     def update(self, tracked: TrackedFrame) -> dict[int, float]:
         """Take one frame's tracks and return the speeds known after it.

@@ -13,7 +13,17 @@ import numpy as np
 from edge.analytics import Point as GeometryPoint
 from edge.analytics import ReferenceFrame
 from edge.config import NodeConfig
-from edge.config_rules import RuleConfig, WrongWayRuleConfig, rule_classes
+from edge.config_rules import (
+    AbandonedObjectRuleConfig,
+    CrowdingRuleConfig,
+    IntrusionRuleConfig,
+    LoiteringRuleConfig,
+    RuleConfig,
+    SpeedingRuleConfig,
+    StoppedVehicleRuleConfig,
+    WrongWayRuleConfig,
+    rule_classes,
+)
 from edge.incidents import (
     AbandonedObjectRule,
     ArmingSchedule,
@@ -28,6 +38,7 @@ from edge.incidents import (
     Rule,
     Severity,
     SourceHealthMonitor,
+    SpeedingRule,
     StoppedVehicleRule,
     TamperingDetector,
     TamperingSettings,
@@ -39,6 +50,14 @@ from edge.scene import Scene
 from edge.types import Image
 
 logger = logging.getLogger(__name__)
+
+ZoneRuleConfig = (
+    IntrusionRuleConfig
+    | LoiteringRuleConfig
+    | CrowdingRuleConfig
+    | AbandonedObjectRuleConfig
+    | StoppedVehicleRuleConfig
+)
 
 
 class IncidentSetupError(ValueError):
@@ -74,7 +93,9 @@ def build_engine(
         for line in config.lines
     }
     try:
-        rules = [_build_rule(rule, config, zones, lines) for rule in config.rules]
+        rules = [
+            _build_rule(rule, config, scene, zones, lines) for rule in config.rules
+        ]
         tampering = _build_tampering(config) if config.incidents.tampering else None
         health = SourceHealthMonitor(
             HealthSettings(
@@ -120,13 +141,19 @@ def _schedule(rule: RuleConfig, timezone: str) -> ArmingSchedule | None:
 
 
 def _build_rule(
-    rule: RuleConfig, config: NodeConfig, zones: dict[str, Zone], lines: dict[str, Line]
+    rule: RuleConfig,
+    config: NodeConfig,
+    scene: Scene,
+    zones: dict[str, Zone],
+    lines: dict[str, Line],
 ) -> Rule:
     common: dict[str, Any] = {
         "name": rule.name,
         "classes": frozenset(rule_classes(rule)),
         "severity": Severity(rule.severity),
         "min_size_px": rule.min_size_px,
+        "min_size_m": rule.min_size_m,
+        "ground_plane": scene.ground,
         "trigger_delay_s": rule.trigger_delay_s,
         "cooldown_s": rule.cooldown_s,
         "schedule": _schedule(rule, config.timezone),
@@ -140,10 +167,28 @@ def _build_rule(
             lines=watched,
             allowed_direction_xy=_allowed_direction(watched[0], rule.allowed),
             window_s=rule.window_s,
-            min_travel_px=rule.min_travel_px,
             hold_s=rule.hold_s,
+            **_given(min_travel_px=rule.min_travel_px, min_travel_m=rule.min_travel_m),
         )
     watched_zones = tuple(zones[name] for name in rule.zones)
+    if isinstance(rule, SpeedingRuleConfig):
+        if scene.ground is None:
+            raise IncidentSetupError(
+                f"rule {rule.name!r} is a speeding rule, but the config has no "
+                "ground section to measure speeds on; run `sitlab-calibrate ground`"
+            )
+        return SpeedingRule(
+            **common,
+            zones=watched_zones,
+            limit_kmh=rule.limit_kmh,
+            release_margin_kmh=rule.release_margin_kmh,
+        )
+    return _build_zone_rule(rule, common, watched_zones)
+
+
+def _build_zone_rule(
+    rule: ZoneRuleConfig, common: dict[str, Any], watched_zones: tuple[Zone, ...]
+) -> Rule:
     if rule.type == "intrusion":
         return IntrusionRule(
             **common, zones=watched_zones, exit_grace_s=rule.exit_grace_s
@@ -168,12 +213,19 @@ def _build_rule(
     stationary: dict[str, Any] = {
         "zones": watched_zones,
         "limit_s": rule.limit_s,
-        "still_radius_px": rule.still_radius_px,
         "missing_grace_s": rule.missing_grace_s,
+        **_given(
+            still_radius_px=rule.still_radius_px, still_radius_m=rule.still_radius_m
+        ),
     }
     if rule.type == "abandoned_object":
         return AbandonedObjectRule(**common, **stationary)
     return StoppedVehicleRule(**common, **stationary)
+
+
+def _given(**values: float | None) -> dict[str, Any]:
+    """Return the settings that are set, so the rule's defaults fill the rest."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _allowed_direction(line: Line, allowed: str) -> tuple[float, float]:

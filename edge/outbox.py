@@ -32,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from edge.analytics.speed_stats import SPEED_FIELDS, merge_speed_fields
 from edge.messages import (
     SEQUENCED_KINDS,
     encode,
@@ -62,8 +63,6 @@ ADJACENT_GAP_S = 1.0
 # A merged message lists the seqs it absorbed; the counts schema caps that
 # list, so a group stops growing at this many parts.
 MAX_MERGED_PARTS = 10_000
-# Per-direction crossing speed statistics of a counts line row.
-SPEED_FIELDS = ("speed_in", "speed_out")
 _SCAN_CHUNK = 256
 
 _SCHEMA = """
@@ -658,7 +657,7 @@ def merge_counts(payloads: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _merge_lines(payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    speeds: dict[tuple[tuple[str, str], str], list[dict[str, Any]]] = {}
+    speeds: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for payload in payloads:
         for row in payload["lines"]:
             key = (row["line"], row["class"])
@@ -669,26 +668,10 @@ def _merge_lines(payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             total["out"] += row["out"]
             for field_name in SPEED_FIELDS:
                 if field_name in row:
-                    speeds.setdefault((key, field_name), []).append(row[field_name])
-    for (key, field_name), parts in speeds.items():
-        rows[key][field_name] = merge_speed_stats(parts)
+                    speeds.setdefault((*key, field_name), []).append(row[field_name])
+    for (line, class_name, field_name), parts in speeds.items():
+        rows[(line, class_name)][field_name] = merge_speed_fields(parts)
     return list(rows.values())
-
-
-def merge_speed_stats(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Combine the crossing speed statistics of several intervals.
-
-    Count, mean and max combine exactly. A percentile does not, so
-    `p85_kmh` survives only when a single part carries statistics.
-    """
-    if len(parts) == 1:
-        return dict(parts[0])
-    n = sum(part["n"] for part in parts)
-    return {
-        "n": n,
-        "mean_kmh": sum(part["mean_kmh"] * part["n"] for part in parts) / n,
-        "max_kmh": max(part["max_kmh"] for part in parts),
-    }
 
 
 def _merge_zones(payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

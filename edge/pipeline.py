@@ -1,4 +1,4 @@
-"""The node's frame loop: source, masks, detector, tracker, analytics, sink.
+"""The node's frame loop: source, masks, detector, tracker, speeds, analytics, sink.
 
 Data flows one way. Each stage is timed, so the heartbeat and the benchmark
 report where the frame time goes.
@@ -20,6 +20,7 @@ from edge.capture import CaptureThread
 from edge.checkpoint import Checkpoint, CheckpointFile, run_key
 from edge.config import NodeConfig
 from edge.detector import Detector, DetectorError
+from edge.ground import TrackSpeeds
 from edge.health import HealthProbe
 from edge.incident_setup import IncidentSetupError, build_engine
 from edge.incidents import IncidentEngine, Moment
@@ -271,7 +272,11 @@ class Pipeline:
         """Track without counting, so tracks exist when counting resumes."""
         state.mask.apply(frame.image)
         detections = self._detect(frame)
-        state.tracker.update(detections, frame.pts_s, detection_ran=True)
+        tracks, ended = state.tracker.update(
+            detections, frame.pts_s, detection_ran=True
+        )
+        if state.speeds is not None:
+            state.speeds.update(TrackedFrame(frame, tracks, ended))
 
     def _save_checkpoint(self, resume_pts_s: float, *, completed: bool = False) -> None:
         if self._checkpoints is None or self._run_key is None:
@@ -329,6 +334,8 @@ class Pipeline:
         scene = Scene.from_config(config, resolution)
         state.analytics.replace_geometry(scene.lines, scene.zones)
         state.mask = PrivacyMask(scene.masks, resolution)
+        if _speed_settings(config) != _speed_settings(self.config):
+            state.speeds = _track_speeds(scene, config)
         engine = build_engine(
             config, scene, resolution, self.detector.class_names, self._sensitive_boxes
         )
@@ -399,6 +406,7 @@ class Pipeline:
         return _FrameState(
             tracker=tracker,
             analytics=analytics,
+            speeds=_track_speeds(scene, self.config),
             mask=PrivacyMask(scene.masks, resolution),
             scheduler=DetectionScheduler(
                 self.config.motion,
@@ -427,6 +435,9 @@ class Pipeline:
                 detections, frame.pts_s, detection_ran=frame.detection_ran
             )
         tracked = TrackedFrame(frame=frame, tracks=tracks, ended_track_ids=ended)
+        if state.speeds is not None:
+            with timer.stage("speed"):
+                tracked.speeds_kmh = state.speeds.update(tracked)
         with timer.stage("analytics"):
             intervals = state.analytics.update(tracked)
         with timer.stage("incidents"), self._engine_lock:
@@ -561,5 +572,18 @@ class Pipeline:
 class _FrameState:
     tracker: ByteTracker
     analytics: Analytics
+    speeds: TrackSpeeds | None
     mask: PrivacyMask
     scheduler: DetectionScheduler
+
+
+def _track_speeds(scene: Scene, config: NodeConfig) -> TrackSpeeds | None:
+    """Return the per-track speed state, or None without a ground plane."""
+    if scene.ground is None:
+        return None
+    return TrackSpeeds.from_config(scene.ground, config.speed)
+
+
+def _speed_settings(config: NodeConfig) -> tuple[object, ...]:
+    """Return the config sections whose change needs a new speed state."""
+    return (config.ground, config.lens, config.speed)

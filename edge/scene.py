@@ -2,7 +2,8 @@
 
 Lines, zones and masks are drawn on a reference frame (pixels of a declared
 resolution, or normalised 0..1). `Scene` keeps them in those coordinates for
-analytics, which scales them itself, and scales masks to the stream.
+analytics, which scales them itself, and scales masks and the ground plane
+to the stream.
 """
 
 from __future__ import annotations
@@ -11,16 +12,27 @@ from dataclasses import dataclass
 
 from edge.analytics import GeometryError, LineSpec, Point, ReferenceFrame, ZoneSpec
 from edge.config import NodeConfig
+from edge.ground import GroundError, GroundPlane
 
 
 @dataclass(frozen=True, slots=True)
 class Scene:
-    """Lines, zones and privacy masks of one node for one stream resolution."""
+    """Lines, zones, privacy masks and ground plane of one node for one stream.
+
+    Attributes:
+        reference: the frame lines and zones were drawn on.
+        lines: counting lines in reference coordinates.
+        zones: zones in reference coordinates.
+        masks: privacy masks in stream pixels.
+        ground: pixel-to-metre mapping at the stream's resolution; None
+            without a `ground` section.
+    """
 
     reference: ReferenceFrame | None
     lines: tuple[LineSpec, ...]
     zones: tuple[ZoneSpec, ...]
     masks: tuple[tuple[tuple[float, float], ...], ...]
+    ground: GroundPlane | None = None
 
     @classmethod
     def from_config(cls, config: NodeConfig, resolution_wh: tuple[int, int]) -> Scene:
@@ -28,7 +40,8 @@ class Scene:
 
         Raises:
             GeometryError: a point outside the reference frame, a degenerate
-                line or polygon, or pixel geometry without a reference.
+                line or polygon, pixel geometry without a reference, or a
+                ground plane that needs a missing lens section.
         """
         reference = _reference(config, resolution_wh)
         anchor = config.geometry.anchor
@@ -69,7 +82,23 @@ class Scene:
                 scaled = reference.to_stream(point, resolution_wh)
                 points.append((scaled.x, scaled.y))
             masks.append(tuple(points))
-        return cls(reference=reference, lines=lines, zones=zones, masks=tuple(masks))
+        return cls(
+            reference=reference,
+            lines=lines,
+            zones=zones,
+            masks=tuple(masks),
+            ground=_ground(config, resolution_wh),
+        )
+
+
+def _ground(config: NodeConfig, resolution_wh: tuple[int, int]) -> GroundPlane | None:
+    if config.ground is None:
+        return None
+    try:
+        plane = GroundPlane.from_config(config.ground, config.lens)
+    except GroundError as error:
+        raise GeometryError(str(error)) from error
+    return plane.for_stream(resolution_wh)
 
 
 def _reference(

@@ -15,6 +15,7 @@ STAGES = (
     "inference",
     "postprocess",
     "tracking",
+    "speed",
     "analytics",
     "incidents",
     "publish",

@@ -123,8 +123,17 @@ class Track:
 
 @dataclass(slots=True)
 class TrackedFrame:
-    """A frame with the tracker's view of it; what analytics consume."""
+    """A frame with the tracker's view of it; what analytics consume.
+
+    Attributes:
+        frame: the frame.
+        tracks: the tracker's tracks on it, confirmed or not.
+        ended_track_ids: tracks the tracker dropped on this frame.
+        speeds_kmh: ground speed in km/h per track id, for the tracks whose
+            speed is known; empty on a node without a ground plane.
+    """
 
     frame: Frame
     tracks: list[Track] = field(default_factory=list)
     ended_track_ids: list[int] = field(default_factory=list)
+    speeds_kmh: dict[int, float] = field(default_factory=dict)

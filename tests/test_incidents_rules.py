@@ -501,7 +501,7 @@ def test_wrong_way_uses_net_displacement(path: Path, expected: int) -> None:
                 zones=(BOX_ZONE,),
                 min_size_m=1.5,
             ),
-            "needs a ground_plane",
+            "needs a ground plane",
         ),
         (
             lambda: IntrusionRule(

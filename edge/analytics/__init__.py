@@ -2,7 +2,8 @@
 
 `Analytics` is the entry point: it takes the configured lines and zones,
 scales them to the stream, feeds every `TrackedFrame` to each `LineCounter`
-and `ZoneMonitor`, and aggregates the results into `CountsInterval` values.
+and `ZoneMonitor`, and aggregates the results into `CountsInterval` values,
+with the statistics of the crossing speeds when the frames carry speeds.
 The rules for sides, hysteresis and debounce are in the docstrings of
 `edge.analytics.lines` and `edge.analytics.zones`.
 """
@@ -29,6 +30,7 @@ from edge.analytics.intervals import (
     ZoneRow,
 )
 from edge.analytics.lines import Crossing, Direction, LineCounter, LineSpec
+from edge.analytics.speed_stats import SpeedStats
 from edge.analytics.zones import ZoneEvent, ZoneMonitor, ZoneSpec, ZoneTransition
 from edge.types import TrackedFrame
 
@@ -47,6 +49,7 @@ __all__ = [
     "Polygon",
     "ReferenceFrame",
     "Segment",
+    "SpeedStats",
     "ZoneEvent",
     "ZoneMonitor",
     "ZoneRow",
@@ -120,11 +123,15 @@ class Analytics:
         # Ended tracks are gone from this frame, so they leave the occupancy now.
         self.forget(tracked.ended_track_ids)
         ran = frame.detection_ran
-        crossings = [
-            (c.line, self.class_names[c.class_id], c.direction)
-            for counter in self._lines
-            for c in counter.update(tracked.tracks, frame.pts_s, detection_ran=ran)
-        ]
+        crossings: list[tuple[str, str, Direction]] = []
+        crossing_speeds: list[tuple[str, str, Direction, float]] = []
+        for counter in self._lines:
+            for c in counter.update(tracked.tracks, frame.pts_s, detection_ran=ran):
+                crossing = (c.line, self.class_names[c.class_id], c.direction)
+                crossings.append(crossing)
+                speed_kmh = tracked.speeds_kmh.get(c.track_id)
+                if speed_kmh is not None:
+                    crossing_speeds.append((*crossing, speed_kmh))
         events = [
             (e.zone, self.class_names[e.class_id], e.transition)
             for monitor in self._zones
@@ -139,7 +146,13 @@ class Analytics:
         }
         return self._intervals.add_frame(
             FrameCounts(
-                frame.pts_s, frame.captured_at, ran, crossings, events, occupancy
+                frame.pts_s,
+                frame.captured_at,
+                ran,
+                crossings,
+                events,
+                occupancy,
+                crossing_speeds,
             )
         )
 

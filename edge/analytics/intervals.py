@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from edge.analytics.lines import Direction
+from edge.analytics.speed_stats import SpeedStats
 from edge.analytics.zones import ZoneTransition
 from edge.messages import utc_iso
 
@@ -40,12 +41,32 @@ _TIME_TOLERANCE_S = 1e-6
 
 @dataclass(frozen=True, slots=True)
 class LineRow:
-    """Crossings of one line by one class in one interval."""
+    """Crossings of one line by one class in one interval.
+
+    `speed_in` and `speed_out` summarise the ground speeds of the crossings
+    whose speed was known. Each is None when there was no such crossing.
+    """
 
     line: str
     class_name: str
     in_count: int
     out_count: int
+    speed_in: SpeedStats | None = None
+    speed_out: SpeedStats | None = None
+
+    def to_fields(self) -> dict[str, Any]:
+        """Return the row of a counts message."""
+        row: dict[str, Any] = {
+            "line": self.line,
+            "class": self.class_name,
+            "in": self.in_count,
+            "out": self.out_count,
+        }
+        if self.speed_in is not None:
+            row["speed_in"] = self.speed_in.to_fields()
+        if self.speed_out is not None:
+            row["speed_out"] = self.speed_out.to_fields()
+        return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +109,7 @@ class CountsInterval:
             "interval_end": utc_iso(self.end),
             "frames": self.frames,
             "detection_frames": self.detection_frames,
-            "lines": [
-                {
-                    "line": row.line,
-                    "class": row.class_name,
-                    "in": row.in_count,
-                    "out": row.out_count,
-                }
-                for row in self.lines
-            ],
+            "lines": [row.to_fields() for row in self.lines],
             "zones": [
                 {
                     "zone": row.zone,
@@ -121,6 +134,8 @@ class FrameCounts:
         captured_at: timezone-aware UTC time of the frame.
         detection_ran: whether the detector ran on the frame.
         crossings: (line, class name, direction) per counted crossing.
+        crossing_speeds: (line, class name, direction, km/h) per counted
+            crossing whose ground speed was known on this frame.
         zone_events: (zone, class name, transition) per entry or exit.
         occupancy: per zone, the occupancy per class name. A zone missing
             here keeps its last value; a class missing in a listed zone is 0.
@@ -132,12 +147,32 @@ class FrameCounts:
     crossings: Sequence[tuple[str, str, Direction]] = ()
     zone_events: Sequence[tuple[str, str, ZoneTransition]] = ()
     occupancy: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    crossing_speeds: Sequence[tuple[str, str, Direction, float]] = ()
 
 
 @dataclass(slots=True)
 class _LineTally:
     in_count: int = 0
     out_count: int = 0
+    # Speeds of this interval's crossings, cleared when it closes.
+    speeds_in: list[float] = field(default_factory=list)
+    speeds_out: list[float] = field(default_factory=list)
+
+    def row(self, line: str, class_name: str) -> LineRow:
+        return LineRow(
+            line,
+            class_name,
+            self.in_count,
+            self.out_count,
+            SpeedStats.from_samples(self.speeds_in),
+            SpeedStats.from_samples(self.speeds_out),
+        )
+
+    def restart(self) -> None:
+        self.in_count = 0
+        self.out_count = 0
+        self.speeds_in.clear()
+        self.speeds_out.clear()
 
 
 @dataclass(slots=True)
@@ -275,6 +310,12 @@ class IntervalCounter:
                 tally.in_count += 1
             else:
                 tally.out_count += 1
+        for line, class_name, direction, speed_kmh in counts.crossing_speeds:
+            tally = self._line_tallies.setdefault((line, class_name), _LineTally())
+            if direction is Direction.IN:
+                tally.speeds_in.append(speed_kmh)
+            else:
+                tally.speeds_out.append(speed_kmh)
         for zone, class_name, transition in counts.zone_events:
             zone_tally = self._zone_tally((zone, class_name), pts_s)
             if transition is ZoneTransition.ENTER:
@@ -373,8 +414,7 @@ class IntervalCounter:
         assert self._origin_s is not None
         start_s = self._origin_s + self._index * self.interval_s
         lines = tuple(
-            LineRow(line, name, tally.in_count, tally.out_count)
-            for (line, name), tally in self._line_rows()
+            tally.row(line, name) for (line, name), tally in self._line_rows()
         )
         zones = tuple(
             self._zone_tallies[key].row(key[0], key[1], start_s, end_s)
@@ -406,8 +446,7 @@ class IntervalCounter:
         self._retiring_zones = []
         start_s = self.interval_start_s
         for line_tally in self._line_tallies.values():
-            line_tally.in_count = 0
-            line_tally.out_count = 0
+            line_tally.restart()
         for zone_tally in self._zone_tallies.values():
             zone_tally.restart(self._last_s if start_s is None else start_s)
         self._frames = 0

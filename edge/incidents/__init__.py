@@ -1,4 +1,4 @@
-"""Security incidents on the node: zone and line rules, tampering, health.
+"""Security incidents on the node: zone, line and speed rules, tampering, health.
 
 `IncidentEngine` runs every rule on each tracked frame and returns incident
 message bodies (start, update, end) that validate against the `incident`
@@ -12,6 +12,7 @@ from edge.incidents.lifecycle import IncidentEvent, IncidentType, Moment, Severi
 from edge.incidents.line_rules import WrongWayRule
 from edge.incidents.rules import Line, RuleError, RuleSettings, Zone
 from edge.incidents.schedule import ArmingSchedule, ArmingWindow, ScheduleError
+from edge.incidents.speed_rules import SpeedingRule
 from edge.incidents.tampering import TamperCause, TamperingDetector, TamperingSettings
 from edge.incidents.zone_rules import (
     AbandonedObjectRule,
@@ -42,6 +43,7 @@ __all__ = [
     "ScheduleError",
     "Severity",
     "SourceHealthMonitor",
+    "SpeedingRule",
     "StoppedVehicleRule",
     "TamperCause",
     "TamperingDetector",

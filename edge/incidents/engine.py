@@ -18,6 +18,7 @@ from edge.incidents.health import SourceHealthMonitor
 from edge.incidents.lifecycle import IncidentEvent, Moment
 from edge.incidents.line_rules import WrongWayRule
 from edge.incidents.rules import Box, FrameView, ObjectView, Point, RuleError, RuleState
+from edge.incidents.speed_rules import SpeedingRule
 from edge.incidents.tampering import TamperingDetector
 from edge.incidents.zone_rules import (
     AbandonedObjectRule,
@@ -37,6 +38,7 @@ Rule = (
     | AbandonedObjectRule
     | StoppedVehicleRule
     | WrongWayRule
+    | SpeedingRule
 )
 
 
@@ -155,6 +157,7 @@ class IncidentEngine:
                 self._class_name(track.class_id),
                 track.xyxy,
                 track.detected,
+                tracked.speeds_kmh.get(track.track_id),
             )
             for track in tracked.tracks
             if track.confirmed

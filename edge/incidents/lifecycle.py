@@ -53,6 +53,7 @@ class IncidentType(enum.StrEnum):
     WRONG_WAY = "wrong_way"
     ABANDONED_OBJECT = "abandoned_object"
     STOPPED_VEHICLE = "stopped_vehicle"
+    SPEEDING = "speeding"
     TAMPERING = "tampering"
     CAMERA_OFFLINE = "camera_offline"
     NODE_DEGRADED = "node_degraded"

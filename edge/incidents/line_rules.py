@@ -3,7 +3,9 @@
 The direction of a crossing is decided from the net displacement of the
 object's anchor over the last `window_s` seconds, not from the one step that
 touched the line. A box jittering on the line therefore moves too little
-across it to count as a crossing against the allowed direction.
+across it to count as a crossing against the allowed direction. With a
+ground plane the least travel can be given in metres, measured square to
+the line on the ground, so it means the same near and far from the camera.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class WrongWayRule(RuleSettings):
             that cross within a fraction of a second.
         min_travel_px: the net displacement across the line within the
             window must be at least this long. Raise it for jittery boxes.
+        min_travel_m: the same least travel in metres on the ground plane.
+            When above 0 it replaces `min_travel_px`. The line's end points
+            must lie on the visible ground.
         hold_s: the incident ends this long after the crossing, or when the
             track ends, whichever is first.
     """
@@ -53,6 +58,7 @@ class WrongWayRule(RuleSettings):
     allowed_direction_xy: Point
     window_s: float = 1.0
     min_travel_px: float = 10.0
+    min_travel_m: float = 0.0
     hold_s: float = 5.0
 
     def __post_init__(self) -> None:
@@ -63,7 +69,11 @@ class WrongWayRule(RuleSettings):
             )
         require_positive(self.name, "window_s", self.window_s)
         require_non_negative(self.name, "min_travel_px", self.min_travel_px)
+        require_non_negative(self.name, "min_travel_m", self.min_travel_m)
+        self.require_ground("min_travel_m", self.min_travel_m)
         require_non_negative(self.name, "hold_s", self.hold_s)
+        if self.min_travel_m > 0:
+            self._require_lines_on_ground()
         for line in self.lines:
             if abs(_across(line, self.allowed_direction_xy)) < 1e-6:
                 raise RuleError(
@@ -75,6 +85,19 @@ class WrongWayRule(RuleSettings):
     def build(self) -> WrongWayEvaluator:
         """Return the rule's runtime state."""
         return WrongWayEvaluator(self)
+
+    def _require_lines_on_ground(self) -> None:
+        assert self.ground_plane is not None  # noqa: S101 - checked by require_ground
+        for line in self.lines:
+            for end in (line.segment.start, line.segment.end):
+                east, north = self.ground_plane.to_world_point(end.x, end.y)
+                if not (math.isfinite(east) and math.isfinite(north)):
+                    raise RuleError(
+                        f"rule {self.name!r}: line {line.name!r} point "
+                        f"({end.x:g}, {end.y:g}) is beyond the horizon of the ground "
+                        "plane, so min_travel_m cannot be measured; draw the line on "
+                        "the road or use min_travel_px"
+                    )
 
 
 def _across(line: Line, vector: Point) -> float:
@@ -155,25 +178,42 @@ class WrongWayEvaluator:
         travel = (point[0] - oldest[0], point[1] - oldest[1])
         across = _across(line, travel)
         allowed = _across(line, self.settings.allowed_direction_xy)
-        if abs(across) < self.settings.min_travel_px or math.copysign(
-            1, across
-        ) == math.copysign(1, allowed):
+        if math.copysign(1, across) == math.copysign(1, allowed):
+            return []
+        detail: dict[str, float] = {
+            "travel_px": round(abs(across), 1),
+            "window_s": self.settings.window_s,
+        }
+        if self.settings.min_travel_m > 0:
+            across_m = self._across_m(line, oldest, point)
+            # NaN beyond the horizon compares False and raises nothing.
+            if not across_m >= self.settings.min_travel_m:
+                return []
+            detail["travel_m"] = round(across_m, 2)
+        elif abs(across) < self.settings.min_travel_px:
             return []
         key = (view.track_id, line.name)
         event = self._book.start(
-            key,
-            now,
-            line=line.name,
-            class_name=view.class_name,
-            detail={
-                "travel_px": round(abs(across), 1),
-                "window_s": self.settings.window_s,
-            },
+            key, now, line=line.name, class_name=view.class_name, detail=detail
         )
         if event is None:
             return []
         self._crossed_at[key] = now.pts_s
         return [event]
+
+    def _across_m(self, line: Line, oldest: Point, point: Point) -> float:
+        """Return the travel from `oldest` to `point` square to `line`, in metres."""
+        ground = self.settings.ground_plane
+        assert ground is not None  # noqa: S101 - required with min_travel_m
+        start, end = line.segment.start, line.segment.end
+        start_e, start_n = ground.to_world_point(start.x, start.y)
+        end_e, end_n = ground.to_world_point(end.x, end.y)
+        from_e, from_n = ground.to_world_point(*oldest)
+        to_e, to_n = ground.to_world_point(*point)
+        line_e, line_n = end_e - start_e, end_n - start_n
+        travel_e, travel_n = to_e - from_e, to_n - from_n
+        cross = line_e * travel_n - line_n * travel_e
+        return abs(cross) / math.hypot(line_e, line_n)
 
     def _expire(self, ended: frozenset[int], now: Moment) -> list[IncidentEvent]:
         events: list[IncidentEvent] = []

@@ -78,11 +78,19 @@ class Line:
         return cls(name, Segment(GeometryPoint(*start), GeometryPoint(*end)))
 
 
-class ObjectSizer(Protocol):
-    """Ground-plane model that turns a box into a real-world size."""
+class GroundMeasure(Protocol):
+    """Ground-plane model that turns pixels into metres, NaN beyond the horizon."""
 
     def size_m(self, xyxy: Box) -> float:
         """Return the object's larger extent in metres."""
+        ...
+
+    def distance_m(self, a_xy: Sequence[float], b_xy: Sequence[float]) -> float:
+        """Return the ground distance in metres between two pixel points."""
+        ...
+
+    def to_world_point(self, x: float, y: float) -> tuple[float, float]:
+        """Map one pixel point to (east, north) metres."""
         ...
 
 
@@ -97,9 +105,10 @@ class RuleSettings:
         min_size_px: objects whose box's longer side is shorter than this
             are ignored. Raise it to drop far-away or spurious small boxes;
             lower it for distant cameras.
-        min_size_m: the same limit in metres, used only with a
-            `ground_plane`; 0 turns it off.
-        ground_plane: converts boxes to metres for `min_size_m`.
+        min_size_m: the same limit in metres on the ground plane, and 0
+            turns it off. At most one of `min_size_px` and `min_size_m` is set.
+        ground_plane: converts pixels to metres for the rule's fields in
+            metres. It is required when one of them is set.
         trigger_delay_s: how long the condition must hold before an
             incident starts. Raise it to ignore brief passes and detector
             flicker; lower it to alert sooner.
@@ -117,7 +126,7 @@ class RuleSettings:
     severity: Severity = Severity.MEDIUM
     min_size_px: float = 0.0
     min_size_m: float = 0.0
-    ground_plane: ObjectSizer | None = None
+    ground_plane: GroundMeasure | None = None
     trigger_delay_s: float = 0.0
     cooldown_s: float = 30.0
     schedule: ArmingSchedule | None = None
@@ -135,10 +144,20 @@ class RuleSettings:
             "cooldown_s",
         ):
             require_non_negative(self.name, field_name, getattr(self, field_name))
-        if self.min_size_m > 0 and self.ground_plane is None:
+        if self.min_size_m > 0 and self.min_size_px > 0:
             raise RuleError(
-                f"rule {self.name!r}: min_size_m={self.min_size_m} needs a "
-                "ground_plane; calibrate the camera or use min_size_px"
+                f"rule {self.name!r}: min_size_px={self.min_size_px} and "
+                f"min_size_m={self.min_size_m} are both set; keep one of them"
+            )
+        self.require_ground("min_size_m", self.min_size_m)
+
+    def require_ground(self, field_name: str, value: float) -> None:
+        """Raise RuleError when a field in metres is set without a ground plane."""
+        if value > 0 and self.ground_plane is None:
+            px_name = field_name.removesuffix("_m") + "_px"
+            raise RuleError(
+                f"rule {self.name!r}: {field_name}={value} needs a ground plane; "
+                f"run `sitlab-calibrate ground` or use {px_name}"
             )
 
     def watches(self, view: ObjectView) -> bool:
@@ -148,6 +167,8 @@ class RuleSettings:
         if box_extent_px(view.xyxy) < self.min_size_px:
             return False
         if self.min_size_m > 0 and self.ground_plane is not None:
+            # NaN beyond the horizon compares False, because nothing there is
+            # on the ground.
             return self.ground_plane.size_m(view.xyxy) >= self.min_size_m
         return True
 
@@ -193,12 +214,15 @@ class ObjectView:
         class_name: class name of the model.
         xyxy: box in frame pixels (a prediction when `detected` is False).
         detected: a detection was matched to the track on this frame.
+        speed_kmh: ground speed in km/h, or None without a ground plane or
+            while the track is too new for a speed.
     """
 
     track_id: int
     class_name: str
     xyxy: Box
     detected: bool
+    speed_kmh: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Objects that stay put in a zone: the core of abandoned objects and stopped vehicles.
 
 An object is stationary while its anchor stays within `still_radius_px` of
-where it settled. Frames where the detector did not run say nothing about
+where it settled, or within `still_radius_m` on the ground plane when the
+radius is given in metres. Frames where the detector did not run say nothing about
 the object, so only detector frames that miss it add to its missing time. A
 gap shorter than `missing_grace_s` (a person walking past the bag) neither
 resets nor ends anything. When the tracker drops the track during such a
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 
 from edge.incidents.lifecycle import IncidentBook, IncidentEvent, IncidentType, Moment
 from edge.incidents.rules import FrameView, ObjectView, Point, RuleSettings, Zone
+
+# A radius in metres set to this value is off, and the pixel radius applies.
+RADIUS_OFF = 0.0
 
 StillKey = tuple[int, str]
 
@@ -44,11 +48,13 @@ class StationaryEvaluator:
         limit_s: float,
         still_radius_px: float,
         missing_grace_s: float,
+        still_radius_m: float = RADIUS_OFF,
     ) -> None:
         self.settings = settings
         self._zones = zones
         self._limit_s = limit_s
         self._radius_px = still_radius_px
+        self._radius_m = still_radius_m
         self._missing_grace_s = missing_grace_s
         self._book = IncidentBook(
             settings.name, incident_type, settings.severity, settings.cooldown_s
@@ -116,7 +122,7 @@ class StationaryEvaluator:
             still = self._objects[key]
             still.last_detected = now
             still.missing_s = 0.0
-            if math.dist(point, still.settled_at) > self._radius_px:
+            if not self._within_radius(point, still.settled_at):
                 events.extend(self._restart(key, point, now))
         return events
 
@@ -129,11 +135,19 @@ class StationaryEvaluator:
             if (
                 orphan
                 and still.class_name == view.class_name
-                and math.dist(point, still.settled_at) <= self._radius_px
+                and self._within_radius(point, still.settled_at)
             ):
                 still.track_id = view.track_id
                 return key
         return None
+
+    def _within_radius(self, point: Point, settled_at: Point) -> bool:
+        ground = self.settings.ground_plane
+        if self._radius_m > RADIUS_OFF and ground is not None:
+            # NaN beyond the horizon compares False, so such a point never
+            # counts as still.
+            return ground.distance_m(point, settled_at) <= self._radius_m
+        return math.dist(point, settled_at) <= self._radius_px
 
     def _create(
         self, view: ObjectView, zone: str, point: Point, now: Moment

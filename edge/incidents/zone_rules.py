@@ -163,6 +163,7 @@ class _StationaryRule(RuleSettings):
     limit_s: float
     still_radius_px: float
     missing_grace_s: float
+    still_radius_m: float = 0.0
 
     def __post_init__(self) -> None:
         RuleSettings.__post_init__(self)
@@ -173,6 +174,8 @@ class _StationaryRule(RuleSettings):
             self.still_radius_px,
             self.missing_grace_s,
         )
+        require_non_negative(self.name, "still_radius_m", self.still_radius_m)
+        self.require_ground("still_radius_m", self.still_radius_m)
 
     def build(self) -> StationaryEvaluator:
         """Return the rule's runtime state."""
@@ -183,6 +186,7 @@ class _StationaryRule(RuleSettings):
             self.limit_s + self.trigger_delay_s,
             self.still_radius_px,
             self.missing_grace_s,
+            self.still_radius_m,
         )
 
 
@@ -197,6 +201,9 @@ class AbandonedObjectRule(_StationaryRule):
         still_radius_px: the object counts as still while its anchor stays
             within this distance of where it settled. Raise it for jittery
             boxes; lower it to notice small moves.
+        still_radius_m: the same radius in metres on the ground plane. When
+            above 0 it replaces `still_radius_px`, so objects far from the
+            camera get the same tolerance as near ones.
         missing_grace_s: detector time for which the object may be missed
             (someone stands in front of it) without counting as gone.
     """
@@ -220,6 +227,8 @@ class StoppedVehicleRule(_StationaryRule):
             allow short drop-offs; lower it on motorway shoulders.
         still_radius_px: the vehicle counts as still while its anchor stays
             within this distance of where it settled.
+        still_radius_m: the same radius in metres on the ground plane; when
+            above 0 it replaces `still_radius_px`.
         missing_grace_s: detector time for which the vehicle may be missed
             (a lorry passing in front) without counting as gone.
     """
