@@ -234,9 +234,8 @@ class NodeRuntime:
         self.config = probation.previous_config
         self.document = probation.previous_document
         self._probation = None
+        self._release()
         self._reply(probation, "rolled_back", f"new {probation.kind} failed: {reason}")
-        with self._lock:
-            self._busy_with = None
         return None
 
     def _take_next(self) -> bool:
@@ -272,11 +271,13 @@ class NodeRuntime:
             save_document(self.config_path, self.document)
         except RemoteConfigError as error:
             logger.error("%s", error)  # noqa: TRY400
-            self._reply(probation, "applied", f"running but not saved: {error}")
+            reason = f"running but not saved: {error}"
         else:
-            self._reply(probation, "applied", "pipeline restarted and running")
-        with self._lock:
-            self._busy_with = None
+            reason = "pipeline restarted and running"
+        # Free the node before the reply: a gateway that sends its next
+        # request as soon as it reads this state must not find it busy.
+        self._release()
+        self._reply(probation, "applied", reason)
 
     # -- frame hook --------------------------------------------------------
 

@@ -324,9 +324,22 @@ def test_invalid_config_rejected_node_keeps_running(
 @pytest.mark.mqtt
 @pytest.mark.media
 def test_restart_change_applied_and_failing_one_rolled_back(
-    node: tuple[NodeRuntime, StateListener],
+    node: tuple[NodeRuntime, StateListener], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime, listener = node
+    # The request a final state names must be released when the state goes
+    # out, or a gateway that answers at once is told the node is busy.
+    busy_at_final_state: list[tuple[str, str | None]] = []
+    send = runtime._send  # noqa: SLF001
+
+    def recording_send(
+        kind: str, request_id: str, state: str, reason: str, model: str | None = None
+    ) -> None:
+        if state in ("applied", "rolled_back"):
+            busy_at_final_state.append((state, runtime._busy_with))  # noqa: SLF001
+        send(kind, request_id, state, reason, model)
+
+    monkeypatch.setattr(runtime, "_send", recording_send)
     listener.send(
         "config/set",
         {
@@ -355,6 +368,7 @@ def test_restart_change_applied_and_failing_one_rolled_back(
     assert runtime.pipeline_starts == 4
     saved = YAML(typ="safe").load(runtime.config_path)
     assert saved["config_version"] == "2"
+    assert busy_at_final_state == [("applied", None), ("rolled_back", None)]
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
