@@ -52,6 +52,10 @@ PERMANENT_PUBACK_FAILURES = frozenset(
     }
 )
 UNSUPPORTED_PROTOCOL_VERSION = 0x84
+# Marks a QoS 1 reply in the in-flight table: neither a status publish (None)
+# nor an outbox message (a UUID), so its PUBACK removes nothing.
+_REPLY = ""
+REPLY_KINDS = frozenset({"config_state", "model_state"})
 _IDLE_WAKE_S = 1.0
 
 
@@ -273,7 +277,7 @@ class MqttPublisher:
         return payload
 
     def publish_transient(self, kind: str, body: dict[str, Any]) -> bool:
-        """Publish a heartbeat or state message with QoS 0, not stored.
+        """Publish a heartbeat with QoS 0, not stored.
 
         The envelope repeats the outbox's last seq.
 
@@ -297,6 +301,36 @@ class MqttPublisher:
             topic_for(self.site, self.node, kind), encode(payload)
         )
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def publish_reply(self, kind: str, body: dict[str, Any]) -> bool:
+        """Publish a config_state or model_state reply with QoS 1, not stored.
+
+        While the broker is unreachable, paho keeps the reply in its queue
+        and sends it after the next connect, so a short outage does not lose
+        it. A node restart does. The envelope repeats the outbox's last seq.
+
+        Returns:
+            True when paho sent or queued the reply; False when it refused
+            it (its queue is full).
+        """
+        if kind not in REPLY_KINDS:
+            raise ValueError(
+                f"kind {kind!r} is not a reply; expected one of {sorted(REPLY_KINDS)}"
+            )
+        payload = (
+            envelope(kind, self.site, self.node, seq=self.outbox.last_seq()) | body
+        )
+        validate(payload, kind)
+        info = self._client.publish(
+            topic_for(self.site, self.node, kind), encode(payload), qos=1
+        )
+        if info.rc not in (
+            MQTTErrorCode.MQTT_ERR_SUCCESS,
+            MQTTErrorCode.MQTT_ERR_NO_CONN,
+        ):
+            return False
+        self._track(info.mid, _REPLY)
+        return True
 
     @property
     def connected(self) -> bool:
@@ -491,6 +525,10 @@ class MqttPublisher:
         if message_id is None:
             self._status_acked.set()
             return
+        if message_id == _REPLY:
+            if reason_code.is_failure:
+                logger.warning("broker rejected a state reply (%s)", reason_code)
+            return
         if not reason_code.is_failure:
             self._acked.append(message_id)
             return
@@ -549,7 +587,7 @@ class MqttPublisher:
             if self._reset_cursor:
                 self._cursor = 0
                 self._reset_cursor = False
-            busy = {mid_id for mid_id in self._inflight.values() if mid_id is not None}
+            busy = {mid_id for mid_id in self._inflight.values() if mid_id}
         if status_reason is not None:
             if room <= 0:
                 with self._cond:

@@ -64,10 +64,10 @@ class ControlledSink(MqttSink):
         )
 
     def send_state(self, kind: str, body: dict[str, Any]) -> None:
-        """Publish a config_state or model_state reply (QoS 0, not stored)."""
-        if not self.publisher.publish_transient(kind, body):
+        """Publish a config_state or model_state reply (QoS 1, not stored)."""
+        if not self.publisher.publish_reply(kind, body):
             logger.warning(
-                "%s %s for request %s not sent: broker unreachable",
+                "%s %s for request %s not sent: the MQTT client's queue is full",
                 kind,
                 body.get("state"),
                 body.get("request_id"),

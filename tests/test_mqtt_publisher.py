@@ -343,6 +343,37 @@ def test_transient_heartbeat_repeats_seq(broker: Broker, outbox: Outbox) -> None
         publisher.publish_transient("counts", counts_body(1))
 
 
+REPLY = {
+    "request_id": "conf-9",
+    "state": "applied",
+    "reason": "pipeline restarted and running",
+    "config_version": "2",
+}
+
+
+@pytest.mark.mqtt
+def test_reply_survives_broker_outage(broker: Broker, outbox: Outbox) -> None:
+    collector = Collector(broker.port)
+    publisher = make_publisher(outbox, broker.url)
+    try:
+        broker.stop()
+        wait_until(
+            lambda: not publisher.connected, 10, "the publisher to see the outage"
+        )
+        assert publisher.publish_reply("config_state", REPLY)
+        broker.start()
+        wait_until(lambda: collector.of_kind("config_state"), 30, "the reply")
+        wait_until(lambda: publisher.stats().inflight == 0, 10, "the reply's PUBACK")
+    finally:
+        publisher.stop()
+        collector.stop()
+    (reply,) = collector.of_kind("config_state")
+    assert reply["request_id"] == "conf-9"
+    assert reply["state"] == "applied"
+    with pytest.raises(ValueError, match="kind 'heartbeat' is not a reply"):
+        publisher.publish_reply("heartbeat", {})
+
+
 @pytest.mark.mqtt
 def test_subscriptions_reach_callback(broker: Broker, outbox: Outbox) -> None:
     received: list[tuple[str, bytes]] = []
