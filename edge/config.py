@@ -14,8 +14,6 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -31,7 +29,14 @@ from edge.config_calibration import (
     SpeedConfig,
     TamperingConfig,
 )
-from edge.config_rules import IncidentsConfig, RuleConfig, ground_needs, rule_classes
+from edge.config_rules import (
+    IncidentsConfig,
+    RuleConfig,
+    StrictSection,
+    ground_needs,
+    rule_classes,
+)
+from edge.detector.classes import COCO80_NAMES
 from edge.motion import MotionConfig
 from edge.types import Anchor
 
@@ -49,8 +54,7 @@ class ConfigError(ValueError):
     """A node configuration that cannot be loaded; the message lists every problem."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictSection
 
 
 class SourceConfig(_Strict):
@@ -457,6 +461,14 @@ class NodeConfig(_Strict):
                         f"not configured; configured {kind}: {sorted(known) or 'none'}"
                     )
             missing = [cls for cls in rule_classes(rule) if cls not in detected]
+            unknown = [cls for cls in missing if cls not in COCO80_NAMES]
+            if unknown:
+                raise ValueError(
+                    f"rule {rule.name!r} watches {unknown}, which are not COCO class "
+                    "names; check the spelling (for example 'person', 'car'), or "
+                    "list them in detection.classes if the model is trained on "
+                    "them (`sitlab-models info MODEL` prints its classes)"
+                )
             if missing:
                 raise ValueError(
                     f"rule {rule.name!r} watches {missing}, which detection.classes "

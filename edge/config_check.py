@@ -61,8 +61,12 @@ def _check_model(config: NodeConfig) -> tuple[list[str] | None, str | None]:
 def _check_geometry(config: NodeConfig, class_names: list[str]) -> list[str]:
     reference = config.geometry.reference_resolution
     resolution = reference if isinstance(reference, tuple) else CHECK_RESOLUTION_WH
+    # Each step's errors carry the config section they come from.
     try:
         scene = Scene.from_config(config, resolution)
+    except GeometryError as error:
+        return [f"geometry: {error}"]
+    try:
         Analytics(
             scene.lines,
             scene.zones,
@@ -70,9 +74,12 @@ def _check_geometry(config: NodeConfig, class_names: list[str]) -> list[str]:
             class_names=class_names,
             detector_classes=config.detection.classes,
         )
+    except GeometryError as error:
+        return [f"counting: {error}"]
+    try:
         build_engine(config, scene, resolution, class_names)
     except (GeometryError, IncidentSetupError) as error:
-        return [f"geometry: {error}"]
+        return [f"rules: {error}"]
     return []
 
 

@@ -112,6 +112,59 @@ def test_invalid_config_names_field_and_fix(
         load_config(write(tmp_path, MINIMAL + extra))
 
 
+ZONE = (
+    "geometry:\n  reference_resolution: [768, 576]\n"
+    "zones:\n  - {name: z, polygon: [[0, 0], [100, 0], [100, 100]]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("detection:\n  confidence: .nan\n", r"detection.confidence: .*finite"),
+        ("tracker:\n  lost_track_buffer_s: .inf\n", r"lost_track_buffer_s: .*finite"),
+        (
+            "detection:\n  confidence: true\n",
+            r"confidence is true, invalid for a number",
+        ),
+        (
+            ZONE
+            + "rules:\n  - {name: r, type: loitering, zones: [z], limit_s: .nan}\n",
+            r"limit_s: .*finite",
+        ),
+        (
+            ZONE
+            + "rules:\n  - {name: r, type: loitering, zones: [z], limit_s: false}\n",
+            r"limit_s is false, invalid for a number",
+        ),
+        (
+            ZONE + "rules:\n  - {name: r, type: intrusion, zones: [z],"
+            " classes: [pedestrian]}\n",
+            r"\['pedestrian'\], which are not COCO class names",
+        ),
+        (
+            ZONE
+            + "rules:\n  - {name: r, type: intrusion, zones: [z], classes: [dog]}\n",
+            r"\['dog'\], which detection.classes drops",
+        ),
+    ],
+    ids=[
+        "nan",
+        "infinity",
+        "bool-as-number",
+        "rule-nan",
+        "rule-bool",
+        "rule-class-misspelt",
+        "rule-class-not-detected",
+    ],
+)
+def test_config_rejects_bad_numbers_and_classes(
+    tmp_path: Path, extra: str, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path, MINIMAL + extra))
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -151,7 +204,7 @@ GEOMETRY = "geometry:\n  reference_resolution: [768, 576]\n"
     [
         (
             GEOMETRY + "lines:\n  - {name: l1, points: [[384, 0], [384, 0]]}\n",
-            r"geometry: line 'l1' has zero length",
+            r"counting: line 'l1' has zero length",
         ),
         (
             GEOMETRY + "lines:\n  - {name: l1, points: [[384, 0], [900, 576]]}\n",
