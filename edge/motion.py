@@ -38,7 +38,7 @@ class MotionError(ValueError):
 class MotionConfig(BaseModel):
     """When and where detection runs: motion gating, detection rate, re-checks."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     gating: bool = Field(
         default=False,

@@ -39,7 +39,7 @@ class RemoteConfigError(ValueError):
 class ConfigRequest(BaseModel):
     """A config request from the gateway: a whole config or a JSON merge patch."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     request_id: str = Field(
         pattern=REQUEST_ID_PATTERN,

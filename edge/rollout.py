@@ -45,7 +45,7 @@ class RolloutError(RuntimeError):
 class ModelAnnouncement(BaseModel):
     """A model announcement: the model the gateway requests the node to run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     request_id: str = Field(
         pattern=REQUEST_ID_PATTERN, description="Echoed in every model_state reply."

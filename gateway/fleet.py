@@ -88,7 +88,7 @@ class PublishError(RuntimeError):
 class ConfigBody(BaseModel):
     """Body of POST /api/v1/nodes/{site}/{node}/config."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     request_id: str | None = Field(
         None,
@@ -115,7 +115,7 @@ class ConfigBody(BaseModel):
 class RolloutBody(BaseModel):
     """Body of POST /api/v1/rollouts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(pattern=MODEL_NAME_PATTERN, description="Model name.")
     sha256: str | None = Field(

@@ -127,6 +127,7 @@ ZONE = (
             "detection:\n  confidence: true\n",
             r"confidence is true, invalid for a number",
         ),
+        ("motion:\n  max_interval_s: .nan\n", r"motion.max_interval_s: .*finite"),
         (
             ZONE
             + "rules:\n  - {name: r, type: loitering, zones: [z], limit_s: .nan}\n",
@@ -152,6 +153,7 @@ ZONE = (
         "nan",
         "infinity",
         "bool-as-number",
+        "motion-nan",
         "rule-nan",
         "rule-bool",
         "rule-class-misspelt",
