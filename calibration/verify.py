@@ -1,18 +1,20 @@
 """Count run of the full node pipeline, for comparison with a technician's tally.
 
 The node's own `Pipeline` runs on the configured source (or another one)
-with a sink that sends nothing, and the counts messages it produces are
-summed per line and zone.
+with a sink that sends nothing. The counts messages it produces are summed
+per line and zone, with crossing speeds where the node has a ground plane,
+and the incidents it raises are counted per rule.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from calibration.errors import CalibrationError
+from edge.analytics.speed_stats import SPEED_FIELDS, merge_speed_fields
 from edge.config import NodeConfig
 from edge.pipeline import Pipeline, PipelineError, RunSummary
 from edge.sinks import Sink, open_sink
@@ -38,12 +40,25 @@ class VerifyReport:
     Attributes:
         lines: (line, class) -> (in, out).
         zones: (zone, class) -> totals.
+        speeds: (line, class, direction) -> speed statistics of each counts
+            interval that had crossings with a known speed.
+        incidents: (rule, type) -> incidents started.
         summary: the pipeline's own run summary.
     """
 
     lines: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     zones: dict[tuple[str, str], ZoneTotals] = field(default_factory=dict)
+    speeds: dict[tuple[str, str, str], list[dict[str, Any]]] = field(
+        default_factory=dict
+    )
+    incidents: Counter[tuple[str, str]] = field(default_factory=Counter)
     summary: RunSummary | None = None
+
+    def speed(
+        self, line: str, class_name: str, direction: str
+    ) -> dict[str, Any] | None:
+        """Return the run's merged speed statistics of one line direction."""
+        return merge_speed_fields(self.speeds.get((line, class_name, direction), []))
 
 
 class _CountsCollector:
@@ -57,6 +72,8 @@ class _CountsCollector:
         payload = self._inner.send(kind, body)
         if kind == "counts":
             self._add(body)
+        elif kind == "incident" and body.get("phase") == "start":
+            self._report.incidents[(body["rule"], body["type"])] += 1
         return payload
 
     def _add(self, body: dict[str, Any]) -> None:
@@ -64,6 +81,10 @@ class _CountsCollector:
             totals = self._report.lines.setdefault((row["line"], row["class"]), [0, 0])
             totals[0] += int(row["in"])
             totals[1] += int(row["out"])
+            for field_name in SPEED_FIELDS:
+                if field_name in row:
+                    key = (row["line"], row["class"], field_name.removeprefix("speed_"))
+                    self._report.speeds.setdefault(key, []).append(row[field_name])
         for row in body.get("zones", []):
             zone = self._report.zones.setdefault(
                 (row["zone"], row["class"]), ZoneTotals()
@@ -143,7 +164,10 @@ def _add_configured_rows(config: NodeConfig, report: VerifyReport) -> None:
 
 
 def format_table(report: VerifyReport) -> str:
-    """Return the counts as an aligned plain-text table."""
+    """Return the counts as an aligned plain-text table, then speeds and incidents.
+
+    Speed and incident tables appear only when the run had any.
+    """
     rows: list[tuple[str, ...]] = [
         ("kind", "name", "class", "in/entries", "out/exits", "max")
     ]
@@ -163,6 +187,41 @@ def format_table(report: VerifyReport) -> str:
         )
     rows.extend(grouped["line"])
     rows.extend(grouped["zone"])
+    tables = [_align(rows)]
+    speed_rows = _speed_rows(report)
+    if speed_rows:
+        tables.append(_align(speed_rows))
+    if report.incidents:
+        incident_rows: list[tuple[str, ...]] = [("rule", "type", "started")]
+        for (rule, kind), started in sorted(report.incidents.items()):
+            incident_rows.append((rule, kind, str(started)))
+        tables.append(_align(incident_rows))
+    return "\n\n".join(tables)
+
+
+def _speed_rows(report: VerifyReport) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for line, class_name, direction in sorted(report.speeds):
+        stats = report.speed(line, class_name, direction)
+        if stats is None:
+            continue
+        rows.append(
+            (
+                line,
+                class_name,
+                direction,
+                str(stats["n"]),
+                f"{stats['mean_kmh']:.1f}",
+                f"{stats['max_kmh']:.1f}",
+            )
+        )
+    if not rows:
+        return []
+    return [("line", "class", "direction", "n", "mean km/h", "max km/h"), *rows]
+
+
+def _align(rows: list[tuple[str, ...]]) -> str:
+    """Return rows as left-aligned columns under a dashed header rule."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(
