@@ -221,7 +221,7 @@ class GroundConfig(_Strict):
                 check_horizon(matrix, image)
                 check_match(matrix, image, world, errors)
         except PointSetError as error:
-            raise ValueError(f"ground: {error}") from None
+            raise ValueError(str(error)) from None
 
 
 class SpeedConfig(_Strict):
