@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from pydantic import BaseModel
 from ruamel.yaml.comments import CommentedMap
 
@@ -23,7 +25,16 @@ from calibration import check as quality
 from calibration.config_edit import ConfigDocument, flow_list
 from calibration.draw import DrawnItem, ItemKind, apply_items, parse_item, remove_items
 from calibration.errors import CalibrationError
-from calibration.ground import DEFAULT_RANSAC_THRESHOLD_M, build_ground, parse_point
+from calibration.ground import (
+    DEFAULT_RANSAC_THRESHOLD_M,
+    GOOD_ERROR_M,
+    USABLE_ERROR_M,
+    GroundFit,
+    PointPair,
+    build_ground,
+    parse_point,
+)
+from calibration.ground import verdict_advice as ground_advice
 from calibration.lens import Board, Verdict, calibrate, expand_images, verdict_advice
 from calibration.preview import PreviewDetections, render_preview
 from calibration.snapshot import grab_frame, load_snapshot, save_snapshot
@@ -32,6 +43,8 @@ from edge.analytics import GeometryError
 from edge.config import ConfigError, NodeConfig, load_config
 from edge.config_calibration import TamperingConfig
 from edge.detector import DetectorError
+from edge.ground import same_aspect
+from edge.ground_points import is_mirrored
 from edge.lens import LensError
 from edge.masks import PrivacyMask
 from edge.messages import utc_iso
@@ -202,7 +215,17 @@ def _add_lens(commands: Commands) -> None:
 
 
 def _add_ground(commands: Commands) -> None:
-    command = commands.add_parser("ground", help="map the ground plane to metres")
+    command = commands.add_parser(
+        "ground",
+        help="map the ground plane to metres",
+        description=(
+            "Fit the ground plane to marked points and store it in the config. "
+            "With 5 or more points the verdict comes from the larger of the RMS "
+            "error and the worst leave-one-out error: good under "
+            f"{GOOD_ERROR_M:g} m, ok under {USABLE_ERROR_M:g} m, otherwise redo. "
+            "A redo result is stored only with --force."
+        ),
+    )
     command.add_argument(
         "--config", type=Path, required=True, help="node config to edit"
     )
@@ -230,10 +253,16 @@ def _add_ground(commands: Commands) -> None:
         "--ransac-threshold-m",
         type=float,
         default=DEFAULT_RANSAC_THRESHOLD_M,
-        help="with more than 6 points, drop points off by more than this many metres",
+        help="with more than 6 points, drop points off by more than this many metres "
+        f"(default {DEFAULT_RANSAC_THRESHOLD_M:g})",
     )
     command.add_argument(
         "--no-lens", action="store_true", help="ignore the config's lens section"
+    )
+    command.add_argument(
+        "--force",
+        action="store_true",
+        help="store the result even when the verdict is redo",
     )
     command.set_defaults(handler=_ground)
 
@@ -422,34 +451,73 @@ def _ground(args: argparse.Namespace) -> int:
         lens=lens,
         ransac_threshold_m=args.ransac_threshold_m,
     )
-    print(" #  image x,y          world east,north m   error m  leave-one-out m")
-    for index, pair in enumerate(pairs):
-        east, north = fit.world_m[index]
-        loo = fit.loo_errors_m[index] if fit.loo_errors_m is not None else float("nan")
-        flag = "" if fit.inliers[index] else "  dropped by RANSAC"
-        print(
-            f"{index + 1:2d}  {pair.image_xy[0]:7.1f},{pair.image_xy[1]:7.1f}  "
-            f"{east:9.3f},{north:9.3f}   {fit.errors_m[index]:7.3f}  {loo:7.3f}{flag}"
-        )
-    print(f"RMS error {fit.rms_error_m:.3f} m over {sum(fit.inliers)} points")
-    if len(pairs) == 4:
-        print("note: 4 points always fit exactly; add a 5th point to measure the error")
+    _print_ground_fit(pairs, fit)
+    if fit.verdict is Verdict.REDO and not args.force:
+        print("not stored: the verdict is redo (use --force to store it anyway)")
+        return EXIT_FAILED
     document = ConfigDocument.load(args.config)
     set_section(document, "ground", section)
     _print_saved(args.config, document.save())
     return EXIT_OK
 
 
+def _print_ground_fit(pairs: Sequence[PointPair], fit: GroundFit) -> None:
+    print(" #  image x,y          world east,north m   error m  leave-one-out m")
+    for index, pair in enumerate(pairs):
+        east, north = fit.world_m[index]
+        flag = "" if fit.inliers[index] else "  dropped by RANSAC"
+        print(
+            f"{index + 1:2d}  {pair.image_xy[0]:7.1f},{pair.image_xy[1]:7.1f}  "
+            f"{east:9.3f},{north:9.3f}   {fit.errors_m[index]:7.3f}  "
+            f"{_loo_text(fit, index)}{flag}"
+        )
+    print(f"RMS error {fit.rms_error_m:.3f} m over {sum(fit.inliers)} points")
+    print(f"verdict: {ground_advice(fit)}")
+    loo = fit.loo_errors_m
+    if loo is not None and np.isnan(loo[np.array(fit.inliers)]).any():
+        print(
+            "note: n/a marks a point whose leave-one-out error cannot be measured "
+            "because the other points have three on one line (the point is, for "
+            "example, where the diagonals of the other four cross); move it off "
+            "those lines to check it"
+        )
+    fit_points = np.array([pair.image_xy for pair in pairs], dtype=np.float64)
+    if is_mirrored(fit.homography, fit_points):
+        print(
+            "warning: the world points are a mirror image of the picture; either "
+            "two points are paired with each other's positions, or the world frame "
+            "is left-handed (east and north swapped), which mirrors directions"
+        )
+
+
+def _loo_text(fit: GroundFit, index: int) -> str:
+    if fit.loo_errors_m is None or not fit.inliers[index]:
+        return "      -"
+    error = float(fit.loo_errors_m[index])
+    if math.isnan(error):
+        return "n/a (the other points are degenerate)"
+    return f"{error:7.3f}"
+
+
 def _ground_resolution(args: argparse.Namespace, config: NodeConfig) -> tuple[int, int]:
-    if args.snapshot is not None:
-        return load_snapshot(args.snapshot).resolution_wh
     reference = config.geometry.reference_resolution
-    if isinstance(reference, tuple):
-        return reference
-    raise CalibrationError(
-        "the picture size of the points is unknown; give --snapshot PNG (the "
-        "snapshot the points were read from)"
-    )
+    if args.snapshot is None:
+        if isinstance(reference, tuple):
+            return reference
+        raise CalibrationError(
+            "the picture size of the points is unknown; give --snapshot PNG (the "
+            "snapshot the points were read from)"
+        )
+    resolution = load_snapshot(args.snapshot).resolution_wh
+    if isinstance(reference, tuple) and not same_aspect(resolution, reference):
+        raise CalibrationError(
+            f"the snapshot {args.snapshot} is {resolution[0]}x{resolution[1]} but "
+            f"geometry.reference_resolution is {reference[0]}x{reference[1]}, a "
+            "different aspect ratio, so the node would stretch the ground plane; "
+            "take the snapshot from this camera's stream with `sitlab-calibrate "
+            "snapshot` or correct geometry.reference_resolution"
+        )
+    return resolution
 
 
 def _check(args: argparse.Namespace) -> int:

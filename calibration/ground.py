@@ -21,7 +21,6 @@ whose error exceeds `ransac_threshold_m` and the rest are fitted.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -32,26 +31,35 @@ import numpy as np
 import numpy.typing as npt
 
 from calibration.errors import CalibrationError
+from calibration.lens import Verdict
 from edge.config_calibration import GroundConfig, LensConfig
+from edge.ground_points import (
+    DUPLICATE_M,
+    DUPLICATE_PX,
+    MIN_POINTS,
+    PointSetError,
+    check_horizon,
+)
+from edge.ground_points import check_point_set as check_points
 from edge.lens import LensModel
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-MIN_POINTS = 4
 LEAST_SQUARES_MAX_POINTS = 6
 DEFAULT_RANSAC_THRESHOLD_M = 0.3
 # WGS84 ellipsoid.
 WGS84_A = 6378137.0
 WGS84_E2 = 6.69437999014e-3
-# Three points are near-collinear when the triangle's height is below this
-# share of its longest side (about 1.1 degrees at the sharpest corner).
-COLLINEAR_RATIO = 0.02
-# Points closer than this are duplicates: pixels in the image, metres on the
-# ground.
-DUPLICATE_PX = 2.0
-DUPLICATE_M = 0.05
+# WGS84 points farther than this from their centroid are not one camera's
+# ground; they are most likely metres given with --wgs84.
+MAX_WGS84_SPREAD_M = 5000.0
+# Verdict thresholds on the worst of the RMS error and the leave-one-out
+# errors. 10 cm is what a tape measurement reaches, and 30 cm (the default
+# RANSAC threshold) is 3 % of a 10 m speed trap.
+GOOD_ERROR_M = 0.1
+USABLE_ERROR_M = 0.3
 
 
 class GroundCalibrationError(CalibrationError):
@@ -97,6 +105,29 @@ class GroundFit:
         """RMS of `errors_m` over the inliers."""
         kept = self.errors_m[np.array(self.inliers)]
         return float(np.sqrt(np.mean(kept**2)))
+
+    @property
+    def worst_error_m(self) -> float:
+        """Larger of the RMS error and the largest measurable leave-one-out error."""
+        loo = self.loo_errors_m
+        if loo is None or not np.any(np.isfinite(loo)):
+            return self.rms_error_m
+        return max(self.rms_error_m, float(np.nanmax(loo)))
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """GOOD under 0.1 m, OK under 0.3 m, otherwise REDO; None with 4 points.
+
+        Four points always fit exactly, so their error says nothing.
+        """
+        if sum(self.inliers) <= MIN_POINTS:
+            return None
+        worst = self.worst_error_m
+        if worst < GOOD_ERROR_M:
+            return Verdict.GOOD
+        if worst < USABLE_ERROR_M:
+            return Verdict.OK
+        return Verdict.REDO
 
 
 def parse_point(text: str) -> PointPair:
@@ -179,64 +210,36 @@ def _ecef(lat_deg: FloatArray, lon_deg: FloatArray) -> FloatArray:
 def check_point_set(points: FloatArray, what: str, duplicate: float) -> None:
     """Reject point sets that cannot define a homography.
 
-    A homography needs four points of which no three are on one line. With
-    more points, some collinear triples are fine as long as such a four-point
-    subset exists.
-
-    Args:
-        points: (N, 2) points.
-        what: "image" or "world", for the message.
-        duplicate: distance under which two points count as the same.
-
     Raises:
         GroundCalibrationError: naming the points (1-based, in the order
-            given) for too few, duplicate or collinear points.
+            given) for too few, non-finite, duplicate or collinear points.
     """
-    count = len(points)
-    if count < MIN_POINTS:
-        raise GroundCalibrationError(
-            f"{count} point(s) given; a ground plane needs at least {MIN_POINTS} "
-            "points, no three of them on one line (5 or more let the error be "
-            "checked)"
+    try:
+        check_points(points, what, duplicate)
+    except PointSetError as error:
+        raise GroundCalibrationError(str(error)) from None
+
+
+def verdict_advice(fit: GroundFit) -> str:
+    """Return what the technician should do after a ground calibration."""
+    verdict = fit.verdict
+    worst = f"worst error {fit.worst_error_m:.3f} m"
+    if verdict is None:
+        return (
+            "unchecked: 4 points always fit exactly; add a 5th point, away from "
+            "the lines through the others, to measure the error"
         )
-    for i, j in itertools.combinations(range(count), 2):
-        if float(np.hypot(*(points[i] - points[j]))) < duplicate:
-            raise GroundCalibrationError(
-                f"{what} points {i + 1} and {j + 1} are the same place "
-                f"({_fmt(points[i])} and {_fmt(points[j])}); mark distinct points"
-            )
-    collinear = [
-        triple
-        for triple in itertools.combinations(range(count), 3)
-        if _near_collinear(points[list(triple)])
-    ]
-    if not collinear:
-        return
-    bad = set(collinear)
-    for quad in itertools.combinations(range(count), 4):
-        if not any(triple in bad for triple in itertools.combinations(quad, 3)):
-            return
-    names = "; ".join(
-        ", ".join(f"{i + 1} {_fmt(points[i])}" for i in triple) for triple in collinear
+    if verdict is Verdict.GOOD:
+        return f"good: {worst}, under {GOOD_ERROR_M:g} m"
+    if verdict is Verdict.OK:
+        return (
+            f"ok: {worst}, under {USABLE_ERROR_M:g} m; for better accuracy "
+            "re-measure the points with the largest leave-one-out error"
+        )
+    return (
+        f"redo: {worst}, {USABLE_ERROR_M:g} m or more; re-measure the points with "
+        "the largest errors, or mark points that cover more of the ground"
     )
-    raise GroundCalibrationError(
-        f"{what} points are (nearly) collinear: {names}. A ground plane needs four "
-        "points with no three on one line; mark points that span an area, e.g. "
-        "the corners of a parking bay or crossing"
-    )
-
-
-def _near_collinear(triangle: FloatArray) -> bool:
-    a, b, c = triangle
-    area2 = abs((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
-    longest = max(
-        float(np.hypot(*(b - a))), float(np.hypot(*(c - b))), float(np.hypot(*(a - c)))
-    )
-    return bool(area2 / longest < COLLINEAR_RATIO * longest)
-
-
-def _fmt(point: FloatArray) -> str:
-    return f"({point[0]:g}, {point[1]:g})"
 
 
 def fit_homography(
@@ -248,9 +251,16 @@ def fit_homography(
     """Fit the image-to-ground homography and measure its error.
 
     Raises:
-        GroundCalibrationError: on a degenerate point set, or when OpenCV
-            finds no homography.
+        GroundCalibrationError: on a degenerate point set, a RANSAC threshold
+            that is not a positive number, too few points that agree, or a
+            homography that puts a marked point beyond its horizon (points
+            paired in the wrong order).
     """
+    if not (math.isfinite(ransac_threshold_m) and ransac_threshold_m > 0):
+        raise GroundCalibrationError(
+            f"--ransac-threshold-m {ransac_threshold_m:g} is invalid; give a "
+            f"positive distance in metres (default {DEFAULT_RANSAC_THRESHOLD_M:g})"
+        )
     check_point_set(image_xy, "image", DUPLICATE_PX)
     check_point_set(world_m, "world", DUPLICATE_M)
     count = len(image_xy)
@@ -262,19 +272,23 @@ def fit_homography(
             image_xy, world_m, cv2.RANSAC, ransac_threshold_m
         )
         inliers = tuple(bool(v) for v in mask.ravel()) if mask is not None else ()
-    if matrix is None or len(inliers) != count:
+    if matrix is None or len(inliers) != count or sum(inliers) < MIN_POINTS:
         raise GroundCalibrationError(
-            "OpenCV found no homography for these points; check that each image "
-            "point matches its measured position"
-        )
-    if sum(inliers) < MIN_POINTS:
-        raise GroundCalibrationError(
-            f"only {sum(inliers)} of {count} points agree within "
-            f"{ransac_threshold_m:g} m; check the measurements or raise "
-            "--ransac-threshold-m"
+            f"no {MIN_POINTS} of the {count} points agree on one ground plane"
+            + (
+                f" within {ransac_threshold_m:g} m"
+                if count > LEAST_SQUARES_MAX_POINTS
+                else ""
+            )
+            + "; check that each image point is paired with its own measured "
+            "position, re-measure the points, or raise --ransac-threshold-m"
         )
     homography = np.asarray(matrix, dtype=np.float64)
     homography /= homography[2, 2]
+    try:
+        check_horizon(homography, image_xy)
+    except PointSetError as error:
+        raise GroundCalibrationError(str(error)) from None
     errors = np.hypot(*(apply_homography(homography, image_xy) - world_m).T)
     loo = _leave_one_out(image_xy, world_m, np.array(inliers))
     return GroundFit(homography, world_m, errors, loo, inliers)
@@ -351,6 +365,7 @@ def build_ground(
     world = measured
     if wgs84:
         world, origin = wgs84_to_local(measured)
+        _check_wgs84_spread(measured, world)
     fit_points = image
     if lens is not None:
         model = LensModel.from_config(lens).for_stream(resolution_wh)
@@ -368,3 +383,17 @@ def build_ground(
         rms_error_m=round(fit.rms_error_m, 4),
     )
     return fit, config
+
+
+def _check_wgs84_spread(measured: FloatArray, local_m: FloatArray) -> None:
+    """Reject WGS84 points too far apart to be one camera's ground."""
+    distances = np.hypot(local_m[:, 0], local_m[:, 1])
+    index = int(np.argmax(distances))
+    if distances[index] > MAX_WGS84_SPREAD_M:
+        lat, lon = measured[index]
+        raise GroundCalibrationError(
+            f"point {index + 1} ({lat:g}, {lon:g}) is {distances[index] / 1000:.0f} "
+            f"km from the points' centroid; WGS84 points of one camera lie within "
+            f"{MAX_WGS84_SPREAD_M / 1000:g} km. If the positions are metres east "
+            "and north, drop --wgs84"
+        )

@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, model_validator
+
+from edge.ground_points import (
+    DUPLICATE_M,
+    DUPLICATE_PX,
+    PointSetError,
+    check_horizon,
+    check_match,
+    check_point_set,
+)
 
 Point = tuple[float, float]
 Matrix3 = tuple[
@@ -25,13 +35,17 @@ Matrix3 = tuple[
 # Lengths OpenCV accepts for distortion coefficients: k1 k2 p1 p2 [k3
 # [k4 k5 k6 [s1 s2 s3 s4 [tx ty]]]].
 DIST_COEFF_LENGTHS = (4, 5, 8, 12, 14)
+# Fastest ground speed in km/h that a node reports and a speeding rule takes
+# as its limit. Anything faster on a road or walkway is a measurement fault
+# (a box jumping between objects, a point near the horizon).
+MAX_SPEED_KMH = 500.0
 # A homography whose determinant is this close to zero maps the ground plane
 # onto a line; nothing measured from it is usable.
 _MIN_ABS_DETERMINANT = 1e-12
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LensConfig(_Strict):
@@ -130,7 +144,7 @@ class GroundConfig(_Strict):
             "3x3 matrix from image pixels (homogeneous x, y, 1) to ground metres."
         )
     )
-    errors_m: list[float] | None = Field(
+    errors_m: list[NonNegativeFloat] | None = Field(
         default=None,
         description=(
             "Distance in metres between each mapped image point and its world point."
@@ -142,6 +156,20 @@ class GroundConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_values(self) -> GroundConfig:
+        self._check_counts()
+        self._check_resolution()
+        matrix = np.asarray(self.homography, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            determinant = float(np.linalg.det(matrix))
+        if not math.isfinite(determinant) or abs(determinant) < _MIN_ABS_DETERMINANT:
+            raise ValueError(
+                f"ground.homography is singular (determinant {determinant:g}); run "
+                "`sitlab-calibrate ground` again with points spread over the ground"
+            )
+        self._check_points(matrix)
+        return self
+
+    def _check_counts(self) -> None:
         count = len(self.image_points)
         if len(self.world_points) != count:
             raise ValueError(
@@ -153,19 +181,47 @@ class GroundConfig(_Strict):
                 f"ground has {count} image_points but {len(self.wgs84_points)} "
                 "wgs84_points"
             )
+        if self.errors_m is not None and len(self.errors_m) != count:
+            raise ValueError(
+                f"ground has {count} image_points but {len(self.errors_m)} "
+                "errors_m; run `sitlab-calibrate ground` again"
+            )
         if (self.wgs84_points is None) != (self.origin_wgs84 is None):
             raise ValueError(
                 "ground.wgs84_points and ground.origin_wgs84 go together; set both "
                 "or neither"
             )
-        matrix = np.asarray(self.homography, dtype=np.float64)
-        determinant = float(np.linalg.det(matrix))
-        if not math.isfinite(determinant) or abs(determinant) < _MIN_ABS_DETERMINANT:
+
+    def _check_resolution(self) -> None:
+        width, height = self.resolution
+        if width <= 0 or height <= 0:
             raise ValueError(
-                f"ground.homography is singular (determinant {determinant:g}); run "
-                "`sitlab-calibrate ground` again with points spread over the ground"
+                f"ground.resolution [{width}, {height}] must be two positive "
+                "numbers, the width and height of the snapshot the points were "
+                "marked on"
             )
-        return self
+        for index, (x, y) in enumerate(self.image_points):
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ValueError(
+                    f"ground.image_points {index + 1} ({x:g}, {y:g}) is outside the "
+                    f"{width}x{height} picture of ground.resolution; run "
+                    "`sitlab-calibrate ground` again on a snapshot of this camera"
+                )
+
+    def _check_points(self, matrix: npt.NDArray[np.float64]) -> None:
+        image = np.asarray(self.image_points, dtype=np.float64)
+        world = np.asarray(self.world_points, dtype=np.float64)
+        errors = None if self.errors_m is None else np.asarray(self.errors_m)
+        try:
+            check_point_set(world, "world", DUPLICATE_M)
+            # Lens-corrected points are checked against the homography by the
+            # ground plane, which has the lens section to undistort them.
+            if not self.lens_corrected:
+                check_point_set(image, "image", DUPLICATE_PX)
+                check_horizon(matrix, image)
+                check_match(matrix, image, world, errors)
+        except PointSetError as error:
+            raise ValueError(str(error)) from None
 
 
 class SpeedConfig(_Strict):

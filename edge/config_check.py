@@ -61,6 +61,10 @@ def _check_model(config: NodeConfig) -> tuple[list[str] | None, str | None]:
 def _check_geometry(config: NodeConfig, class_names: list[str]) -> list[str]:
     reference = config.geometry.reference_resolution
     resolution = reference if isinstance(reference, tuple) else CHECK_RESOLUTION_WH
+    if not isinstance(reference, tuple) and config.ground is not None:
+        # The stream's size is unknown here, and a ground plane only scales to
+        # its own aspect ratio, so check it at the snapshot's size.
+        resolution = config.ground.resolution
     # Each step's errors carry the config section they come from.
     try:
         scene = Scene.from_config(config, resolution)

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.config_calibration import MAX_SPEED_KMH
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
 SEVERITIES = Literal["info", "low", "medium", "high", "critical"]
 
@@ -257,7 +259,7 @@ class SpeedingRuleConfig(_RuleBase):
     )
     limit_kmh: float = Field(
         gt=0,
-        le=500,
+        le=MAX_SPEED_KMH,
         description="Speed limit in km/h. Faster objects raise an incident.",
     )
     release_margin_kmh: float = Field(

@@ -23,7 +23,19 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from edge.config_calibration import GroundConfig, LensConfig, SpeedConfig
+from edge.config_calibration import (
+    MAX_SPEED_KMH,
+    GroundConfig,
+    LensConfig,
+    SpeedConfig,
+)
+from edge.ground_points import (
+    DUPLICATE_PX,
+    PointSetError,
+    check_horizon,
+    check_match,
+    check_point_set,
+)
 from edge.lens import LensModel
 from edge.types import Anchor, Track, TrackedFrame
 
@@ -37,10 +49,23 @@ MPS_TO_KMH = 3.6
 # linearisation and large enough to stay clear of float rounding.
 _STEP_PX = 0.5
 DEFAULT_MAX_TRACKS = 4096
+# Speeds above MAX_SPEED_KMH are dropped as faults; the warning about them is
+# repeated at most once per this many stream seconds.
+_IMPLAUSIBLE_LOG_INTERVAL_S = 60.0
+# Largest difference of the width and height scale factors that still counts
+# as the same aspect ratio (rounding of odd sizes such as 1366x768).
+_ASPECT_TOLERANCE = 0.01
 
 
 class GroundError(ValueError):
     """A ground plane that cannot be built or used."""
+
+
+def same_aspect(a_wh: tuple[int, int], b_wh: tuple[int, int]) -> bool:
+    """Tell whether two resolutions are scalings of one picture."""
+    scale_x = a_wh[0] / b_wh[0]
+    scale_y = a_wh[1] / b_wh[1]
+    return abs(scale_x - scale_y) <= _ASPECT_TOLERANCE * max(scale_x, scale_y)
 
 
 class SpeedMethod(StrEnum):
@@ -76,7 +101,8 @@ class GroundPlane:
 
         Raises:
             GroundError: when the ground points were lens-corrected but the
-                config has no `lens` section.
+                config has no `lens` section, or when the homography puts a
+                marked point beyond its horizon or does not match the points.
         """
         resolution = (int(ground.resolution[0]), int(ground.resolution[1]))
         model = None
@@ -92,16 +118,38 @@ class GroundPlane:
         points = np.asarray(ground.image_points, dtype=np.float64)
         if model is not None:
             points = model.undistort_points(points)
+        world = np.asarray(ground.world_points, dtype=np.float64)
+        errors = None if ground.errors_m is None else np.asarray(ground.errors_m)
+        try:
+            check_point_set(points, "image", DUPLICATE_PX)
+            check_horizon(matrix, points)
+            check_match(matrix, points, world, errors)
+        except PointSetError as error:
+            raise GroundError(f"ground: {error}") from None
         centroid = np.append(points.mean(axis=0), 1.0)
         sign = 1.0 if float((matrix @ centroid)[2]) > 0 else -1.0
         return cls(matrix, resolution, model, sign)
 
     def for_stream(self, resolution_wh: tuple[int, int]) -> GroundPlane:
-        """Return the plane for a stream of `resolution_wh` (a scaled picture)."""
+        """Return the plane for a stream of `resolution_wh` (a scaled picture).
+
+        Raises:
+            GroundError: when the stream's aspect ratio differs from the
+                snapshot's: the stream is cropped or stretched, so the marked
+                points no longer sit where they were marked.
+        """
         if resolution_wh == self.resolution_wh:
             return self
-        scale_x = resolution_wh[0] / self.resolution_wh[0]
-        scale_y = resolution_wh[1] / self.resolution_wh[1]
+        width, height = self.resolution_wh
+        scale_x = resolution_wh[0] / width
+        scale_y = resolution_wh[1] / height
+        if not same_aspect(resolution_wh, self.resolution_wh):
+            raise GroundError(
+                f"the ground plane was calibrated on a {width}x{height} snapshot but "
+                f"the stream is {resolution_wh[0]}x{resolution_wh[1]}, a different "
+                "aspect ratio; run `sitlab-calibrate ground` again on a snapshot of "
+                "this stream"
+            )
         to_reference = np.diag([1.0 / scale_x, 1.0 / scale_y, 1.0])
         lens = self.lens.for_stream(resolution_wh) if self.lens else None
         return GroundPlane(
@@ -213,8 +261,11 @@ class TrackSpeeds:
     is mapped instead, which reacts at once but carries the filter's noise.
 
     Only frames where the track was detected are used: Kalman predictions on
-    coasting frames are not measurements. State is purged by `forget` and
-    bounded by `max_tracks` (least recently seen dropped first).
+    coasting frames are not measurements. A speed above `MAX_SPEED_KMH` is a
+    measurement fault: it is counted in `implausible_count`, logged at most
+    once a minute of stream time, and the track's speed becomes unknown.
+    State is purged by `forget` and bounded by `max_tracks` (least recently
+    seen dropped first).
 
     Args:
         ground: the ground plane at the stream's resolution.
@@ -250,6 +301,9 @@ class TrackSpeeds:
         self.min_span_s = min_span_s
         self.max_tracks = max_tracks
         self._tracks: OrderedDict[int, _History] = OrderedDict()
+        self.implausible_count = 0
+        self._implausible_since_log = 0
+        self._implausible_logged_s: float | None = None
 
     @classmethod
     def from_config(
@@ -304,23 +358,55 @@ class TrackSpeeds:
         history = self._history(track.track_id)
         if not (track.detected and detector_ran):
             return history.speed_kmh
+        speed = self._measure(track, history, pts_s)
+        if speed is None:
+            return history.speed_kmh
+        if speed > MAX_SPEED_KMH:
+            self._drop_implausible(track.track_id, speed, pts_s)
+            history.speed_kmh = None
+            return None
+        history.speed_kmh = speed
+        return speed
+
+    def _measure(self, track: Track, history: _History, pts_s: float) -> float | None:
+        """Return the track's new speed on this frame, None when there is none."""
         x, y = self.anchor.point(track.xyxy)
         if self.method is SpeedMethod.KALMAN:
-            history.speed_kmh = self.ground.speed_kmh((x, y), track.velocity_xy)
-            return history.speed_kmh
+            return self.ground.speed_kmh((x, y), track.velocity_xy)
         east, north = self.ground.to_world_point(x, y)
         if not (math.isfinite(east) and math.isfinite(north)):
-            return history.speed_kmh
+            return None
         samples = history.samples
         samples.append((pts_s, east, north))
         while samples and pts_s - samples[0][0] > self.window_s + 1e-9:
             samples.popleft()
         first_s, first_east, first_north = samples[0]
         span_s = pts_s - first_s
-        if span_s >= self.min_span_s - 1e-9:
-            distance = math.hypot(east - first_east, north - first_north)
-            history.speed_kmh = distance / span_s * MPS_TO_KMH
-        return history.speed_kmh
+        if span_s < self.min_span_s - 1e-9:
+            return None
+        distance = math.hypot(east - first_east, north - first_north)
+        return distance / span_s * MPS_TO_KMH
+
+    def _drop_implausible(self, track_id: int, speed_kmh: float, pts_s: float) -> None:
+        """Count a speed above the cap and warn about it at most once a minute."""
+        self.implausible_count += 1
+        self._implausible_since_log += 1
+        last = self._implausible_logged_s
+        if last is not None and pts_s - last < _IMPLAUSIBLE_LOG_INTERVAL_S:
+            return
+        logger.warning(
+            "dropped %d speed(s) above %g km/h as measurement faults, the latest "
+            "%.0f km/h of track %d at %.1f s; if this repeats, check the ground "
+            "section with `sitlab-edge check-config` and run `sitlab-calibrate "
+            "ground` again",
+            self._implausible_since_log,
+            MAX_SPEED_KMH,
+            speed_kmh,
+            track_id,
+            pts_s,
+        )
+        self._implausible_logged_s = pts_s
+        self._implausible_since_log = 0
 
     def _history(self, track_id: int) -> _History:
         history = self._tracks.get(track_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from edge.analytics import GeometryError, LineSpec, Point, ReferenceFrame, ZoneSpec
 from edge.config import NodeConfig
 from edge.ground import GroundError, GroundPlane
+from edge.lens import LensError
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,9 @@ class Scene:
         Raises:
             GeometryError: a point outside the reference frame, a degenerate
                 line or polygon, pixel geometry without a reference, or a
-                ground plane that needs a missing lens section.
+                ground plane that cannot be used: it needs a missing lens
+                section, does not match its points, or was calibrated at
+                another aspect ratio than the stream's.
         """
         reference = _reference(config, resolution_wh)
         anchor = config.geometry.anchor
@@ -96,9 +99,9 @@ def _ground(config: NodeConfig, resolution_wh: tuple[int, int]) -> GroundPlane |
         return None
     try:
         plane = GroundPlane.from_config(config.ground, config.lens)
-    except GroundError as error:
+        return plane.for_stream(resolution_wh)
+    except (GroundError, LensError) as error:
         raise GeometryError(str(error)) from error
-    return plane.for_stream(resolution_wh)
 
 
 def _reference(

@@ -9,8 +9,9 @@ import pytest
 from ruamel.yaml import YAML
 
 from edge.cli import main
-from edge.config import ConfigError, NodeConfig, parse_config
+from edge.config import ConfigError, NodeConfig, load_config, parse_config
 from edge.config_check import check_deployable
+from edge.ground import GroundPlane
 from edge.incident_setup import build_engine
 from edge.incidents import SpeedingRule, StoppedVehicleRule, WrongWayRule
 from edge.scene import Scene
@@ -234,3 +235,15 @@ def test_road_speed_example_checks_clean() -> None:
     path = REPO / "firmware-config" / "examples" / "road-speed.yaml"
 
     assert main(["check-config", "--no-model", str(path)]) == 0
+
+
+def test_road_speed_gate_crosses_road() -> None:
+    config = load_config(REPO / "firmware-config" / "examples" / "road-speed.yaml")
+    assert config.ground is not None
+    plane = GroundPlane.from_config(config.ground)
+    gate = next(line for line in config.lines if line.name == "speed-gate")
+
+    (east_a, north_a), (east_b, north_b) = plane.to_world(gate.points)
+
+    assert abs(east_b - east_a) > 9.0
+    assert abs(north_b - north_a) < 0.5
