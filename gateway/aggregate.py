@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway import line_speeds
+from gateway.count_bounds import MAX_COUNT
 from gateway.line_speeds import SpeedTotals
 from gateway.store import Database
 
@@ -56,6 +57,11 @@ ZONE_COLUMNS = (
 # mean times before about 1980 (e.g. Africa/Monrovia, -00:44:30 until 1972);
 # buckets for such dates may mix two local buckets.
 _SLICE_S = 900
+# SQLite raises "integer overflow" when a SUM of 64-bit integers leaves that
+# range, and rows that an older gateway stored may hold up to 2**63 - 1
+# each. So the database sums the quotient and the remainder by 2**32 apart,
+# which stays in range for two billion rows, and Python joins them exactly.
+_SUM_SPLIT = 2**32
 
 
 class QueryError(ValueError):
@@ -156,6 +162,20 @@ def _where(
     return " AND ".join(clauses), params
 
 
+def _split_sum_sql(column: str) -> str:
+    # Integer division truncates in both databases. The remainder is written
+    # out because psycopg reads `%` as a placeholder.
+    quotient = f"{column} / {_SUM_SPLIT}"
+    return f"SUM({quotient}), SUM({column} - ({quotient}) * {_SUM_SPLIT})"
+
+
+def _join_split_sum(
+    quotients: Any,  # noqa: ANN401 - int on SQLite, Decimal from a PostgreSQL SUM
+    remainders: Any,  # noqa: ANN401
+) -> int:
+    return int(quotients) * _SUM_SPLIT + int(remainders)
+
+
 @dataclass(slots=True)
 class _LineTotals:
     n_in: int = 0
@@ -176,18 +196,20 @@ def line_buckets(db: Database, query: CountQuery) -> list[dict[str, Any]]:
     where, params = _where(query, "line", query.line)
     rows = db.query(
         f"SELECT site, node, line, class, (start_ms / {slice_ms}) * {slice_ms} AS "
-        f"slice, SUM(n_in), SUM(n_out), {line_speeds.SLICE_SQL} "
+        f"slice, {_split_sum_sql('n_in')}, {_split_sum_sql('n_out')}, "
+        f"{line_speeds.SLICE_SQL} "
         f"FROM count_lines WHERE {where} GROUP BY site, node, line, class, slice",
         params,
     )
     totals: dict[tuple[Any, ...], _LineTotals] = {}
     width = line_speeds.SLICE_WIDTH
-    for site, node, line, class_name, slice_start, n_in, n_out, *speeds in rows:
+    for site, node, line, class_name, slice_start, *sums in rows:
         start = bucket_start(int(slice_start), query.bucket, zone)
         key = (start.astimezone(UTC), start.isoformat(), site, node, line, class_name)
         figures = totals.setdefault(key, _LineTotals())
-        figures.n_in += int(n_in)
-        figures.n_out += int(n_out)
+        figures.n_in += _join_split_sum(sums[0], sums[1])
+        figures.n_out += _join_split_sum(sums[2], sums[3])
+        speeds = sums[4:]
         figures.speed_in.add_slice(*speeds[:width])
         figures.speed_out.add_slice(*speeds[width:])
     result = []
@@ -211,6 +233,15 @@ def line_buckets(db: Database, query: CountQuery) -> list[dict[str, Any]]:
                 row[f"speed_{direction}"] = stats
         result.append(row)
     return result
+
+
+def _plausible_mean(mean: float | None) -> bool:
+    """Return whether a stored zone mean lies within the ingest bounds.
+
+    An older gateway may have stored a mean of 1.7e308, which turns the
+    weighted sum infinite, so such a row is left out of the bucket mean.
+    """
+    return mean is not None and 0 <= float(mean) <= MAX_COUNT
 
 
 def zone_buckets(db: Database, query: CountQuery) -> list[dict[str, Any]]:
@@ -253,8 +284,9 @@ def zone_buckets(db: Database, query: CountQuery) -> list[dict[str, Any]]:
         group["entries"] += int(entries)
         group["exits"] += int(exits)
         group["max"] = max(group["max"], int(peak))
-        group["weighted"] += float(mean) * span
-        group["span"] += span
+        if _plausible_mean(mean):
+            group["weighted"] += float(mean) * span
+            group["span"] += span
         group["current"] = int(current)  # rows come by end time, so the last wins
     result = []
     for key in sorted(groups):

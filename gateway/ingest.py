@@ -22,6 +22,7 @@ from edge.messages import (
     parse_utc,
     validate,
 )
+from gateway.count_bounds import MAX_SEQ_STEP
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,14 @@ REASONS = (
 # Both databases store integers in signed 64-bit columns.
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+
+# Counts messages carry speeds rounded to 0.01 km/h, so the checks that
+# compare two speeds allow that much difference. The extra 1e-9 absorbs the
+# binary error of decimal figures: 30.01 - 30.0 is 0.010000000000001563.
+SPEED_TOLERANCE_KMH = 0.01
+_SPEED_SLACK_KMH = SPEED_TOLERANCE_KMH + 1e-9
+# Zone means are rounded to 0.0001, and a merged mean carries float noise.
+_ZONE_MEAN_SLACK = 0.0001
 
 # Time fields per kind, and the (earlier, later) pairs that must be in order.
 TIME_FIELDS = ("sent_at", "interval_start", "interval_end", "started_at", "ended_at")
@@ -124,6 +133,9 @@ def classify(
         _check_origin(message, parsed_topic)
         if kind == "counts":
             _check_speed_counts(message)
+            _check_speed_order(message)
+            _check_zone_order(message)
+            _check_merged_seqs(message)
     except _RejectedError as error:
         return _reject(
             topic=topic,
@@ -215,6 +227,83 @@ def _check_speed_counts(message: dict[str, Any]) -> None:
                     f"/lines/{index}/{direction} = {row[direction]}, but speeds "
                     "may cover only crossings that the row counts",
                 )
+
+
+def _check_speed_order(message: dict[str, Any]) -> None:
+    """Reject speed figures that contradict each other.
+
+    The mean and the 85th percentile of a set of speeds lie at or below its
+    maximum, and a single crossing's mean, percentile and maximum are all
+    its one speed. Each may differ by the rounding to 0.01 km/h.
+    """
+    for index, row in enumerate(message["lines"]):
+        for direction in ("in", "out"):
+            stats = row.get(f"speed_{direction}")
+            if stats is None:
+                continue
+            where = f"/lines/{index}/speed_{direction}"
+            top = stats["max_kmh"]
+            for name in ("mean_kmh", "p85_kmh"):
+                value = stats.get(name)
+                if value is None:
+                    continue
+                if value - top > _SPEED_SLACK_KMH:
+                    raise _RejectedError(
+                        "schema",
+                        f"{where}/{name} = {value} exceeds {where}/max_kmh = {top} "
+                        f"by more than the rounding of {SPEED_TOLERANCE_KMH} km/h",
+                    )
+                if stats["n"] == 1 and top - value > _SPEED_SLACK_KMH:
+                    raise _RejectedError(
+                        "schema",
+                        f"{where}/{name} = {value} differs from {where}/max_kmh = "
+                        f"{top}, but with n = 1 both are the speed of one crossing",
+                    )
+
+
+def _check_zone_order(message: dict[str, Any]) -> None:
+    """Reject a zone row whose occupancy at the end or mean exceeds its maximum."""
+    for index, row in enumerate(message["zones"]):
+        where = f"/zones/{index}"
+        for name, slack in (("current", 0.0), ("mean", _ZONE_MEAN_SLACK)):
+            if row[name] - row["max"] > slack:
+                raise _RejectedError(
+                    "schema",
+                    f"{where}/{name} = {row[name]} exceeds {where}/max = "
+                    f"{row['max']}, the maximum occupancy over the interval",
+                )
+
+
+def _check_merged_seqs(message: dict[str, Any]) -> None:
+    """Reject `merged_seqs` that no outbox could have written.
+
+    The outbox lists the seqs it folded in increasing order, each above the
+    message's own `seq`. Without this check one forged seq of 2**63 - 1
+    would set the node's last seq there and report a gap of 9.2e18.
+    """
+    seq = message["seq"]
+    previous: int | None = None
+    for index, merged in enumerate(message.get("merged_seqs", ())):
+        where = f"/merged_seqs/{index} = {merged}"
+        if merged <= seq:
+            raise _RejectedError(
+                "schema",
+                f"{where} is not above /seq = {seq}, but a merged message keeps "
+                "the smallest seq of its parts",
+            )
+        if previous is not None and merged <= previous:
+            raise _RejectedError(
+                "schema",
+                f"{where} does not follow {previous}, but merged seqs must be "
+                "strictly increasing",
+            )
+        if merged - seq > MAX_SEQ_STEP:
+            raise _RejectedError(
+                "schema",
+                f"{where} is more than {MAX_SEQ_STEP} past /seq = {seq}, the "
+                "largest seq step the gateway records as a gap",
+            )
+        previous = merged
 
 
 def _check_ranges(payload: Any) -> None:  # noqa: ANN401

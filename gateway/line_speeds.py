@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.count_bounds import MAX_COUNT, MAX_SPEED_KMH
+
 DIRECTIONS = ("in", "out")
 # The figures of a `speed_stats` object in counts.json, in schema order.
 FIELDS = ("n", "mean_kmh", "p85_kmh", "max_kmh")
@@ -48,16 +50,38 @@ def row_values(stats: dict[str, Any] | None) -> tuple[Any, ...]:
     )
 
 
+def _plausible(prefix: str) -> str:
+    """Return an SQL condition that holds for a row whose speeds ingest accepts.
+
+    Rows that an older gateway stored may break the bounds, such as a mean of
+    1.7e308 km/h. Their `n * mean` overflows, which PostgreSQL raises as an
+    error and SQLite returns as infinity, so such rows are left out. The
+    comparisons are false for NULL, infinity and PostgreSQL's NaN.
+    """
+    speed_range = f"BETWEEN 0 AND {MAX_SPEED_KMH}"
+    return (
+        f"{prefix}_n BETWEEN 1 AND {MAX_COUNT} "
+        f"AND {prefix}_mean_kmh {speed_range} "
+        f"AND {prefix}_max_kmh {speed_range} "
+        f"AND ({prefix}_p85_kmh IS NULL OR {prefix}_p85_kmh {speed_range})"
+    )
+
+
 def _slice_expressions(direction: str) -> list[str]:
     prefix = f"speed_{direction}"
+    condition = _plausible(prefix)
+
+    def only_plausible(column: str) -> str:
+        return f"CASE WHEN {condition} THEN {column} END"
+
     return [
-        f"SUM({prefix}_n)",
-        f"SUM({prefix}_n * {prefix}_mean_kmh)",
-        f"MAX({prefix}_max_kmh)",
+        f"SUM({only_plausible(f'{prefix}_n')})",
+        f"SUM({only_plausible(f'{prefix}_n * {prefix}_mean_kmh')})",
+        f"MAX({only_plausible(f'{prefix}_max_kmh')})",
         # COUNT skips NULL, so this counts the rows that carry speeds.
-        f"COUNT({prefix}_n)",
+        f"COUNT({only_plausible(f'{prefix}_n')})",
         # The row's own value whenever the count above is 1.
-        f"MAX({prefix}_p85_kmh)",
+        f"MAX({only_plausible(f'{prefix}_p85_kmh')})",
     ]
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway import incidents
+from gateway.count_bounds import MAX_SEQ_STEP
 from gateway.store import Database, Tx
 from gateway.stream import append_event
 from gateway.timeutil import ms_iso
@@ -153,10 +154,15 @@ def track_sequence(
     A seq above last+1 opens a gap. A seq inside an open gap fills it, so the
     gap shrinks, splits or closes. A lower seq outside every gap means the
     node's outbox was reset: the reset is counted and seq becomes the last.
+    A step forward of more than `MAX_SEQ_STEP` counts as a reset too, so a
+    forged seq of 2**63 - 1 does not report 9.2e18 missing messages.
     `last` is the node's last seq as `touch` returned it, with the row locked.
     """
     if last is None or seq == last + 1:
         _set_last_seq(tx, site, node, seq)
+        return
+    if seq - last > MAX_SEQ_STEP:
+        _record_reset(tx, site, node, last=last, seq=seq, at_ms=at_ms)
         return
     if seq > last + 1:
         _open_gap(tx, site, node, first=last + 1, last=seq - 1, at_ms=at_ms)
@@ -166,15 +172,23 @@ def track_sequence(
         return
     if seq == last:
         return
+    _record_reset(tx, site, node, last=last, seq=seq, at_ms=at_ms)
+
+
+def _record_reset(
+    tx: Tx, site: str, node: str, *, last: int, seq: int, at_ms: int
+) -> None:
     tx.execute(
         "UPDATE nodes SET last_seq = ?, seq_resets = seq_resets + 1, last_reset_ms = ? "
         "WHERE site = ? AND node = ?",
         (seq, at_ms, site, node),
     )
+    direction = "down" if seq < last else f"up by more than {MAX_SEQ_STEP}"
     logger.warning(
-        "node %s/%s sequence went down from %d to %d; its outbox was reset",
+        "node %s/%s sequence went %s from %d to %d; counted as an outbox reset",
         site,
         node,
+        direction,
         last,
         seq,
     )
