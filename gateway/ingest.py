@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edge.messages import (
@@ -39,6 +39,7 @@ REASONS = (
     "invalid_time",
     "seq_conflict",
     "store_error",
+    "check_failed",
 )
 
 # Both databases store integers in signed 64-bit columns.
@@ -56,6 +57,13 @@ _ZONE_MEAN_SLACK = 0.0001
 # Time fields per kind, and the (earlier, later) pairs that must be in order.
 TIME_FIELDS = ("sent_at", "interval_start", "interval_end", "started_at", "ended_at")
 TIME_ORDER = (("interval_start", "interval_end"), ("started_at", "ended_at"))
+# Times outside these years are no clock reading of a node. The bounds also
+# keep local-time bucketing of every stored row inside Python's date range.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+# Maximum counts interval. The outbox merges at most an hour by default; a
+# site may raise that limit, but not to a week.
+MAX_INTERVAL = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +153,18 @@ def classify(
             keep=keep_bytes,
             now_ms=now_ms,
         )
+    except Exception as error:
+        # A check that raises on unforeseen input must not kill the MQTT
+        # thread, because the broker would redeliver the message forever.
+        logger.exception("ingest check failed on a message on %s", topic)
+        return _reject(
+            topic=topic,
+            reason="check_failed",
+            detail=f"{type(error).__name__}: {str(error)[:200]}",
+            raw=raw,
+            keep=keep_bytes,
+            now_ms=now_ms,
+        )
     return Accepted(topic=topic, kind=kind, payload=message, received_ms=now_ms)
 
 
@@ -175,8 +195,11 @@ def _decode(raw: bytes) -> Any:  # noqa: ANN401
         raise _RejectedError("invalid_utf8", f"payload is not UTF-8: {error}") from None
     try:
         payload = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise _RejectedError("invalid_json", f"payload is not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        # ValueError covers syntax errors and integers beyond Python's
+        # 4300-digit conversion limit.
+        detail = str(error)[:200]
+        raise _RejectedError("invalid_json", f"payload is not JSON: {detail}") from None
     problem = _text_problem(payload)
     if problem is not None:
         raise _RejectedError("invalid_text", problem)
@@ -350,12 +373,25 @@ def _check_times(message: Any) -> None:  # noqa: ANN401
             raise _RejectedError(
                 "invalid_time", f"/{name} {text!r} is not a valid UTC time: {error}"
             ) from None
+        if not EARLIEST_TIME <= parsed[name] < LATEST_TIME:
+            raise _RejectedError(
+                "invalid_time",
+                f"/{name} {text!r} is outside {EARLIEST_TIME.year}-"
+                f"{LATEST_TIME.year - 1}; check the node's clock",
+            )
     for first, last in TIME_ORDER:
         if first in parsed and last in parsed and parsed[last] < parsed[first]:
             raise _RejectedError(
                 "invalid_time",
                 f"/{last} {message[last]!r} is before /{first} {message[first]!r}",
             )
+    start, end = parsed.get("interval_start"), parsed.get("interval_end")
+    if start is not None and end is not None and end - start > MAX_INTERVAL:
+        raise _RejectedError(
+            "invalid_time",
+            f"interval from {message['interval_start']!r} to "
+            f"{message['interval_end']!r} is longer than {MAX_INTERVAL.days} days",
+        )
 
 
 def _text_problem(payload: Any) -> str | None:  # noqa: ANN401

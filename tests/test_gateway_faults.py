@@ -193,6 +193,25 @@ BAD_TIMES = [
         ),
         r"/ended_at '2024-01-01T00:00:00Z' is before /started_at",
     ),
+    (
+        "interval_in_year_9999",
+        lambda: {
+            **counts_message(),
+            "interval_start": "9999-12-31T23:00:00Z",
+            "interval_end": "9999-12-31T23:01:00Z",
+        },
+        r"/interval_start '9999-12-31T23:00:00Z' is outside 2000-2199",
+    ),
+    (
+        "started_in_year_1",
+        lambda: _incident(started_at="0001-01-01T00:00:00Z"),
+        r"/started_at '0001-01-01T00:00:00Z' is outside 2000-2199",
+    ),
+    (
+        "interval_of_eight_days",
+        lambda: {**counts_message(), "interval_end": "2024-01-09T00:00:00Z"},
+        r"is longer than 7 days",
+    ),
 ]
 
 
@@ -487,3 +506,28 @@ def test_docs_with_session_cookie(client: TestClient, db: Database) -> None:
     client.cookies.set("sitlab_session", create_token(db, "viewer", "browser"))
     assert client.get("/docs").status_code == 200
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_huge_integer_dead_lettered(db: Database) -> None:
+    topic, _ = wire(counts_message())
+    raw = b'{"schema_version":1,"seq":' + b"9" * 5000 + b"}"
+    item = classify(topic, raw, max_bytes=10**6, keep_bytes=512, now_ms=now_ms())
+    apply_batch(db, [item])
+    rows = db.query("SELECT reason, detail FROM dead_letters")
+    assert rows[0][0] == "invalid_json"
+    assert "digits" in rows[0][1]
+
+
+def test_failing_check_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(message: Any) -> None:  # noqa: ANN401
+        raise KeyError("unforeseen")
+
+    monkeypatch.setattr("gateway.ingest._check_merged_seqs", broken)
+    with caplog.at_level(logging.ERROR, logger="gateway.ingest"):
+        item = _classify(counts_message())
+    assert isinstance(item, Rejected)
+    assert item.reason == "check_failed"
+    assert "KeyError" in item.detail
+    assert "ingest check failed" in caplog.text
