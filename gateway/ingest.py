@@ -40,6 +40,7 @@ REASONS = (
     "seq_conflict",
     "store_error",
     "check_failed",
+    "incident_owner",
 )
 
 # Both databases store integers in signed 64-bit columns.

@@ -89,7 +89,7 @@ def apply(tx: Tx, item: Accepted | Rejected) -> str:
     """
     if isinstance(item, Rejected):
         return _dead_letter(tx, item)
-    conflict = _seq_conflict(tx, item)
+    conflict = _seq_conflict(tx, item) or _foreign_incident(tx, item)
     if conflict is not None:
         return _dead_letter(tx, conflict)
     if not _store_message(tx, item):
@@ -122,6 +122,48 @@ def _seq_conflict(tx: Tx, item: Accepted) -> Rejected | None:
         topic=item.topic,
         reason="seq_conflict",
         detail=detail,
+        raw=raw[:4096],
+        size=len(raw),
+        received_ms=item.received_ms,
+    )
+
+
+def _foreign_incident(tx: Tx, item: Accepted) -> Rejected | None:
+    """Return an `incident_owner` dead letter for another node's incident.
+
+    Incident ids are UUIDs drawn by the node that raised the incident, so a
+    message from another node with the same id is forged or broken. Without
+    this check a node could end or change another node's incident, past the
+    broker's per-node topic permissions.
+    """
+    if item.kind != "incident":
+        return None
+    message = item.payload
+    rows = tx.execute(
+        "SELECT site, node FROM incidents WHERE incident_id = ?",
+        (message["incident_id"],),
+    )
+    if not rows:
+        return None
+    owner = (rows[0][0], rows[0][1])
+    if owner == (message["site"], message["node"]):
+        return None
+    logger.warning(
+        "incident %s of %s/%s named by node %s/%s; dead-lettered",
+        message["incident_id"],
+        owner[0],
+        owner[1],
+        message["site"],
+        message["node"],
+    )
+    raw = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return Rejected(
+        topic=item.topic,
+        reason="incident_owner",
+        detail=(
+            f"incident {message['incident_id']} belongs to node {owner[0]}/"
+            f"{owner[1]}, not {message['site']}/{message['node']}"
+        ),
         raw=raw[:4096],
         size=len(raw),
         received_ms=item.received_ms,

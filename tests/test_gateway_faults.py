@@ -531,3 +531,27 @@ def test_failing_check_dead_lettered(
     assert item.reason == "check_failed"
     assert "KeyError" in item.detail
     assert "ingest check failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("site", "node", "phase", "rejected"),
+    [
+        ("s1", "n2", "end", True),
+        ("s2", "n1", "update", True),
+        ("s1", "n1", "end", False),
+    ],
+    ids=["other-node-ends", "other-site-updates", "owner-ends"],
+)
+def test_incident_of_another_node_rejected(
+    db: Database, site: str, node: str, phase: str, rejected: bool
+) -> None:
+    incident_id = str(uuid.uuid4())
+    apply_batch(db, [_classify(incident_message(incident_id, "start"))])
+    later = incident_message(incident_id, phase, site=site, node=node, seq=2)
+    apply_batch(db, [_classify(later)])
+    active = scalar(
+        db, "SELECT active FROM incidents WHERE incident_id = ?", (incident_id,)
+    )
+    reasons = [row[0] for row in db.query("SELECT reason FROM dead_letters")]
+    assert reasons == (["incident_owner"] if rejected else [])
+    assert active == (1 if rejected or phase != "end" else 0)
