@@ -28,7 +28,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from calibration.errors import CalibrationError
-from edge.config import ConfigError, NodeConfig, parse_config
+from edge.config import ConfigError, NodeConfig, not_utf8_message, parse_config
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class ConfigDocument:
             raise ConfigEditError(
                 f"cannot read config file {path}: {error.strerror}"
             ) from None
+        except UnicodeDecodeError as error:
+            raise ConfigEditError(not_utf8_message(path, error)) from None
         try:
             data = _yaml().load(text)
         except YAMLError as error:

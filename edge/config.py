@@ -581,12 +581,22 @@ def _is_relative_file(uri: str) -> bool:
     )
 
 
+def not_utf8_message(path: Path, error: UnicodeDecodeError) -> str:
+    """Return the error text for a config file that is not UTF-8."""
+    return (
+        f"config file {path} is not UTF-8 (invalid byte at offset {error.start}); "
+        "save it as UTF-8, for example with `iconv -f CP1250 -t UTF-8`"
+    )
+
+
 def load_yaml(path: Path) -> Any:  # noqa: ANN401
     """Read a YAML file with line information kept, raising ConfigError on syntax."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(not_utf8_message(path, error)) from None
     try:
         return YAML(typ="rt").load(text)
     except YAMLError as error:

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from edge.config import not_utf8_message
+
 _LISTEN = re.compile(r"^(?P<host>[^\s:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 _GROUP = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -304,6 +306,8 @@ def load_config(path: Path) -> GatewayConfig:
         text = path.read_text("utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(not_utf8_message(path, error)) from None
     try:
         data = YAML(typ="safe").load(text)
     except YAMLError as error:

@@ -284,3 +284,10 @@ def test_check_config_command_exit_codes(
     assert "valid" in capsys.readouterr().out
     assert main(["check-config", str(write(tmp_path, MINIMAL + "bogus: 1\n"))]) == 2
     assert "bogus: unknown key" in capsys.readouterr().err
+
+
+def test_non_utf8_config_names_fix(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_bytes(MINIMAL.encode() + "# kamera u nádraží\n".encode("cp1250"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 .*save it as UTF-8"):
+        load_config(path)

@@ -146,3 +146,10 @@ def test_user_command_short_password(
     ]
     assert main([*args, "--db", f"sqlite:///{tmp_path / 'cli.db'}"]) == 2
     assert "is 5 characters; use 8 or more" in capsys.readouterr().err
+
+
+def test_non_utf8_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes("# brána na nádraží\n".encode("cp1250"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 .*save it as UTF-8"):
+        load_config(path)
