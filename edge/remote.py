@@ -78,8 +78,11 @@ def parse_request(payload: bytes) -> ConfigRequest:
     """
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RemoteConfigError(f"config request is not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        # ValueError covers bad UTF-8, bad syntax and integers beyond
+        # Python's 4300-digit conversion limit.
+        detail = str(error)[:200]
+        raise RemoteConfigError(f"config request is not JSON: {detail}") from None
     try:
         return ConfigRequest.model_validate(data)
     except ValidationError as error:

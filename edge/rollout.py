@@ -75,9 +75,14 @@ def parse_announcement(payload: bytes) -> ModelAnnouncement:
         RolloutError: the payload is not JSON or not a valid announcement.
     """
     try:
-        return ModelAnnouncement.model_validate(json.loads(payload))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RolloutError(f"model announcement is not JSON: {error}") from None
+        data = json.loads(payload)
+    except (ValueError, RecursionError) as error:
+        # ValueError covers bad UTF-8, bad syntax and integers beyond
+        # Python's 4300-digit conversion limit.
+        detail = str(error)[:200]
+        raise RolloutError(f"model announcement is not JSON: {detail}") from None
+    try:
+        return ModelAnnouncement.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in item['loc']) or '(top level)'}: {item['msg']}"

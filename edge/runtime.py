@@ -339,6 +339,14 @@ class NodeRuntime:
             logger.warning("config request %s rejected: %s", request.request_id, error)
             self._send("config_state", request.request_id, "rejected", str(error))
             return
+        except (RecursionError, ValueError) as error:
+            # A patch nested thousands deep overflows the merge, and the
+            # request must still get its answer.
+            self._release()
+            logger.warning("config request %s failed: %r", request.request_id, error)
+            reason = f"config request cannot be applied: {type(error).__name__}"
+            self._send("config_state", request.request_id, "rejected", reason)
+            return
         if change.plan.needs_restart:
             self._schedule_restart(change, "config", None)
             return

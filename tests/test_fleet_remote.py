@@ -66,8 +66,18 @@ def base_document(model: Path) -> dict[str, Any]:
         (b'{"request_id": "r1", "config": {}, "patch": {}}', "exactly one of"),
         (b'{"request_id": "bad id!", "patch": {}}', "request_id"),
         (b'{"request_id": "r1", "patch": {}, "extra": 1}', "extra"),
+        (b'{"request_id": ' + b"9" * 5000 + b"}", "not JSON.*digits"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
     ],
-    ids=["not-json", "no-body", "two-bodies", "bad-request-id", "unknown-key"],
+    ids=[
+        "not-json",
+        "no-body",
+        "two-bodies",
+        "bad-request-id",
+        "unknown-key",
+        "huge-integer",
+        "deep-nesting",
+    ],
 )
 def test_bad_requests_are_refused(payload: bytes, message: str) -> None:
     with pytest.raises(RemoteConfigError, match=message):
@@ -170,10 +180,22 @@ def test_model_url_allowed(url: str, allowed: tuple[str, ...]) -> None:
     check_url(url, allowed)
 
 
-def test_announcement_needs_a_sha256() -> None:
-    payload = json.dumps({"request_id": "m1", "name": "m", "url": "http://x/m"})
-    with pytest.raises(RolloutError, match="sha256: Field required"):
-        parse_announcement(payload.encode())
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (
+            json.dumps({"request_id": "m1", "name": "m", "url": "http://x/m"}).encode(),
+            "sha256: Field required",
+        ),
+        (b'{"request_id": ' + b"9" * 5000 + b"}", "not JSON.*digits"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+        (b"\xff", "not JSON"),
+    ],
+    ids=["no-sha256", "huge-integer", "deep-nesting", "not-utf8"],
+)
+def test_bad_announcement_rejected(payload: bytes, message: str) -> None:
+    with pytest.raises(RolloutError, match=message):
+        parse_announcement(payload)
 
 
 # -- a running node ----------------------------------------------------------
