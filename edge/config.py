@@ -23,6 +23,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from edge.config_base import StrictSection
 from edge.config_calibration import (
     GroundConfig,
     LensConfig,
@@ -32,7 +33,6 @@ from edge.config_calibration import (
 from edge.config_rules import (
     IncidentsConfig,
     RuleConfig,
-    StrictSection,
     ground_needs,
     rule_classes,
 )

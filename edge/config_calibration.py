@@ -14,8 +14,9 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, model_validator
+from pydantic import Field, NonNegativeFloat, model_validator
 
+from edge.config_base import StrictSection
 from edge.ground_points import (
     DUPLICATE_M,
     DUPLICATE_PX,
@@ -44,8 +45,7 @@ MAX_SPEED_KMH = 500.0
 _MIN_ABS_DETERMINANT = 1e-12
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_Strict = StrictSection
 
 
 class LensConfig(_Strict):

@@ -8,44 +8,15 @@ section, in metres on the ground (`*_m`), one form per setting.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self, get_args
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from edge.config_base import StrictSection
 from edge.config_calibration import MAX_SPEED_KMH
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
 SEVERITIES = Literal["info", "low", "medium", "high", "critical"]
-
-
-class StrictSection(BaseModel):
-    """A config section that rejects unknown keys, NaN, infinity and `true` as 1.
-
-    YAML reads `true` as a boolean, and pydantic would take it as the number
-    1, so a numeric setting given as `true` or `false` is an error here.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_booleans_as_numbers(cls, data: object) -> object:
-        if not isinstance(data, dict):
-            return data
-        for name, field in cls.model_fields.items():
-            value = data.get(name)
-            if isinstance(value, bool) and _is_number(field.annotation):
-                raise ValueError(
-                    f"{name} is {str(value).lower()}, invalid for a number; "
-                    "give a number"
-                )
-        return data
-
-
-def _is_number(annotation: object) -> bool:
-    """Return whether a field's type is int or float, optionally with None."""
-    options = get_args(annotation) or (annotation,)
-    return bool not in options and any(option in (int, float) for option in options)
 
 
 _Strict = StrictSection

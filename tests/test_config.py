@@ -112,6 +112,7 @@ def test_invalid_config_names_field_and_fix(
         load_config(write(tmp_path, MINIMAL + extra))
 
 
+GEOMETRY_768 = "geometry:\n  reference_resolution: [768, 576]\n"
 ZONE = (
     "geometry:\n  reference_resolution: [768, 576]\n"
     "zones:\n  - {name: z, polygon: [[0, 0], [100, 0], [100, 100]]}\n"
@@ -128,6 +129,14 @@ ZONE = (
             r"confidence is true, invalid for a number",
         ),
         ("motion:\n  max_interval_s: .nan\n", r"motion.max_interval_s: .*finite"),
+        (
+            "geometry:\n  reference_resolution: [true, 576]\n",
+            r"reference_resolution contains true or false",
+        ),
+        (
+            GEOMETRY_768 + "lines:\n  - {name: l1, points: [[true, 0], [384, 576]]}\n",
+            r"points contains true or false",
+        ),
         (
             ZONE
             + "rules:\n  - {name: r, type: loitering, zones: [z], limit_s: .nan}\n",
@@ -154,6 +163,8 @@ ZONE = (
         "infinity",
         "bool-as-number",
         "motion-nan",
+        "bool-in-resolution",
+        "bool-in-points",
         "rule-nan",
         "rule-bool",
         "rule-class-misspelt",
