@@ -274,7 +274,10 @@ def _add_check(commands: Commands) -> None:
     )
     _source_options(command)
     command.add_argument(
-        "--seconds", type=float, default=5.0, help="stream seconds to read (default 5)"
+        "--seconds",
+        type=positive_seconds,
+        default=5.0,
+        help="stream seconds to read (default 5)",
     )
     command.add_argument(
         "--reference-out",
@@ -290,6 +293,19 @@ def _add_check(commands: Commands) -> None:
     command.set_defaults(handler=_check)
 
 
+def positive_seconds(text: str) -> float:
+    """Parse a duration in seconds that is finite and above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is invalid; give a finite number of seconds above 0"
+        )
+    return value
+
+
 def _add_verify(commands: Commands) -> None:
     command = commands.add_parser(
         "verify", help="run the node on the source and print the counts"
@@ -298,7 +314,7 @@ def _add_verify(commands: Commands) -> None:
     command.add_argument("--source", help="read this source instead of source.uri")
     command.add_argument(
         "--seconds",
-        type=float,
+        type=positive_seconds,
         help="stream seconds to process (default: the whole file)",
     )
     command.set_defaults(handler=_verify)

@@ -8,6 +8,7 @@ and the incidents it raises are counted per rule.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -133,8 +134,8 @@ def run_verify(
         VerifyError: when the model or the source cannot be opened, or the
             geometry does not fit the stream.
     """
-    if seconds is not None and seconds <= 0:
-        raise VerifyError(f"--seconds is {seconds:g}; use a positive number")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise VerifyError(f"--seconds is {seconds:g}; use a finite number above 0")
     report = VerifyReport()
     sink = _CountsCollector(open_sink("none", config), report)
     try:

@@ -38,6 +38,7 @@ from gateway.ingest import INT64_MAX
 from gateway.store import Database
 from gateway.timeutil import ms_iso, now_ms, to_ms
 
+JPEG_MAGIC = b"\xff\xd8\xff"
 logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "sitlab_session"
@@ -331,7 +332,20 @@ def create_app(  # noqa: C901, PLR0915
                 incident_id=incident_id,
             ),
         )
-        return Response(content=found[0], media_type=found[1])
+        if not found[0].startswith(JPEG_MAGIC):
+            # Rows stored before ingest checked the JPEG header may hold other
+            # bytes, which a browser must not receive under an image type.
+            raise HTTPException(
+                422, f"stored evidence of incident {incident_id!r} is not a JPEG"
+            )
+        return Response(
+            content=found[0],
+            media_type=found[1],
+            headers={
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'",
+            },
+        )
 
     def step(
         incident_id: str, caller: auth.Principal, body: StepRequest, target: str

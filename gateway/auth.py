@@ -42,6 +42,10 @@ class Principal:
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
+# The API accepts token names up to this length; the CLI keeps to it too.
+MAX_TOKEN_NAME = 128
+
+
 def check_role(role: str) -> str:
     """Return `role` if it is known; raise AuthError listing the roles otherwise."""
     if role not in ROLES:
@@ -57,6 +61,11 @@ def hash_token(token: str) -> str:
 def create_token(db: Database, role: str, name: str, ttl_s: float | None = None) -> str:
     """Create a token and return it; it cannot be read back later."""
     check_role(role)
+    if not 1 <= len(name) <= MAX_TOKEN_NAME:
+        raise AuthError(
+            f"token name of {len(name)} characters is invalid; give 1 to "
+            f"{MAX_TOKEN_NAME} characters"
+        )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     created = now_ms()
     expires = created + int(ttl_s * 1000) if ttl_s is not None else None

@@ -7,6 +7,7 @@ A Hypothesis test feeds it arbitrary bytes on arbitrary topics.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -46,6 +47,8 @@ REASONS = (
 # Both databases store integers in signed 64-bit columns.
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+# Dead-letter details show this many digits of an oversized integer.
+_SHOWN_DIGITS = 40
 
 # Counts messages carry speeds rounded to 0.01 km/h, so the checks that
 # compare two speeds allow that much difference. The extra 1e-9 absorbs the
@@ -145,6 +148,8 @@ def classify(
             _check_speed_order(message)
             _check_zone_order(message)
             _check_merged_seqs(message)
+        if kind == "incident":
+            _check_evidence(message)
     except _RejectedError as error:
         return _reject(
             topic=topic,
@@ -298,6 +303,22 @@ def _check_zone_order(message: dict[str, Any]) -> None:
                 )
 
 
+def _check_evidence(message: dict[str, Any]) -> None:
+    """Reject evidence whose bytes are no JPEG, whatever its content_type says."""
+    evidence = message.get("evidence")
+    if not isinstance(evidence, dict):
+        return
+    head = evidence.get("data_base64", "")[:8]
+    try:
+        magic = base64.b64decode(head, validate=True)[:3]
+    except ValueError:
+        magic = b""
+    if magic != b"\xff\xd8\xff":
+        raise _RejectedError(
+            "schema", "/evidence/data_base64 does not start with a JPEG image"
+        )
+
+
 def _check_merged_seqs(message: dict[str, Any]) -> None:
     """Reject `merged_seqs` that no outbox could have written.
 
@@ -348,9 +369,12 @@ def _check_value(value: Any, path: str) -> None:  # noqa: ANN401
     elif isinstance(value, bool):
         return
     elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        digits = str(value)
+        if len(digits) > _SHOWN_DIGITS:
+            digits = f"{digits[:_SHOWN_DIGITS]}... ({len(digits)} digits)"
         raise _RejectedError(
             "out_of_range",
-            f"{path or '/'} = {value} is outside the 64-bit integer range "
+            f"{path or '/'} = {digits} is outside the 64-bit integer range "
             f"{INT64_MIN}..{INT64_MAX} the store holds",
         )
     elif isinstance(value, float) and not math.isfinite(value):

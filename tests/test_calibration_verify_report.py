@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 
+from calibration.cli import positive_seconds
 from calibration.verify import VerifyReport, _CountsCollector, format_table
 from edge.sinks import NullSink
 
@@ -67,3 +69,34 @@ def test_verify_table_sections(
         assert text in table
     for text in absent:
         assert text not in table
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("30", True),
+        ("0.5", True),
+        ("0", False),
+        ("-1", False),
+        ("nan", False),
+        ("inf", False),
+        ("1e400", False),
+        ("ten", False),
+    ],
+    ids=[
+        "whole",
+        "fraction",
+        "zero",
+        "negative",
+        "nan",
+        "infinity",
+        "overflow",
+        "word",
+    ],
+)
+def test_seconds_argument_checked(text: str, accepted: bool) -> None:
+    if accepted:
+        assert positive_seconds(text) == float(text)
+        return
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive_seconds(text)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from edge.messages import topic_for
 from gateway.api import create_app
-from gateway.auth import create_token, set_user
+from gateway.auth import AuthError, create_token, set_user
 from gateway.config import parse_config
 from gateway.ingest import classify
 from gateway.pipeline import apply_batch
@@ -132,6 +132,12 @@ def test_database_stores_no_token(db: Database, tokens: dict[str, str]) -> None:
     for token in tokens.values():
         assert token not in text
         assert token[4:] not in text
+
+
+@pytest.mark.parametrize("name", ["", "x" * 129], ids=["empty", "too-long"])
+def test_token_name_length_checked(db: Database, name: str) -> None:
+    with pytest.raises(AuthError, match="token name of .* is invalid"):
+        create_token(db, "viewer", name)
 
 
 def test_admin_manages_tokens(client: TestClient, tokens: dict[str, str]) -> None:
@@ -344,12 +350,17 @@ def test_nodes_show_gaps(
     assert node["seq_gaps"][0]["first_seq"] == 2
 
 
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [(b"\xff\xd8\xff\xe0fake-jpeg", 200), (b"<script>alert(1)</script>", 404)],
+    ids=["jpeg", "script"],
+)
 def test_evidence_served(
-    client: TestClient, db: Database, tokens: dict[str, str]
+    client: TestClient, db: Database, tokens: dict[str, str], data: bytes, status: int
 ) -> None:
     incident_id = str(uuid.uuid4())
     message = incident_message(incident_id, "start")
-    jpeg = b"\xff\xd8\xff\xe0fake-jpeg"
+    jpeg = data
     message["evidence"] = {
         "content_type": "image/jpeg",
         "data_base64": base64.b64encode(jpeg).decode(),
@@ -358,8 +369,11 @@ def test_evidence_served(
     ingest(db, message)
     headers = bearer(tokens["viewer"])
     response = client.get(f"/api/v1/incidents/{incident_id}/evidence", headers=headers)
-    assert response.status_code == 200
+    assert response.status_code == status
+    if status != 200:
+        return
     assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["x-content-type-options"] == "nosniff"
     assert response.content == jpeg
     missing = client.get("/api/v1/incidents/other/evidence", headers=headers)
     assert missing.status_code == 404

@@ -555,3 +555,13 @@ def test_incident_of_another_node_rejected(
     reasons = [row[0] for row in db.query("SELECT reason FROM dead_letters")]
     assert reasons == (["incident_owner"] if rejected else [])
     assert active == (1 if rejected or phase != "end" else 0)
+
+
+def test_huge_integer_detail_shortened() -> None:
+    message = counts_message()
+    message["lines"][0]["in"] = 10**400
+    item = _classify(message)
+    assert isinstance(item, Rejected)
+    assert item.reason == "out_of_range"
+    assert "(401 digits)" in item.detail
+    assert len(item.detail) < 200
