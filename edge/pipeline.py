@@ -72,8 +72,8 @@ class RunSummary:
         )
         return (
             f"processed {self.frames} frames ({self.stream_s:.1f} s of stream) in "
-            f"{self.wall_s:.1f} s, {fps:.1f} fps; {self.messages} messages; "
-            f"line totals: {totals or 'none'}"
+            f"{self.wall_s:.1f} s, {fps:.1f} fps; {self.messages} counts and "
+            f"incident messages; line totals: {totals or 'none'}"
         )
 
 

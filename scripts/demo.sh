@@ -20,4 +20,4 @@ echo "== running the node on $clip" >&2
     --interval 20 \
     --sink stdout | tee var/demo/messages.jsonl
 
-echo "== $(wc -l < var/demo/messages.jsonl) messages written to var/demo/messages.jsonl" >&2
+echo "== $(wc -l < var/demo/messages.jsonl) messages of every kind (status, heartbeat, counts, incidents) written to var/demo/messages.jsonl" >&2
