@@ -6,6 +6,7 @@ import argparse
 import getpass
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,27 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
     return config.with_overrides(overrides)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Raise ConfigError when the API address cannot be bound.
+
+    Checked before the MQTT connect, because a gateway that exits after
+    subscribing leaves a persistent session on the broker that queues
+    messages for nobody until it expires.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as error:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {error.strerror}; stop the "
+                "process that uses the port or pass another --listen HOST:PORT"
+            ) from None
+
+
 def _run(config: GatewayConfig) -> int:
+    _check_listen(config.api.host, config.api.port)
     gateway = Gateway(config)
     gateway.start()
     app = create_app(gateway.db, config, gateway.status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,27 @@ def test_non_utf8_file_error(tmp_path: Path) -> None:
     path.write_bytes("# brána na nádraží\n".encode("cp1250"))
     with pytest.raises(ConfigError, match=r"is not UTF-8 .*save it as UTF-8"):
         load_config(path)
+
+
+def test_run_refuses_busy_port_before_mqtt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # Port 1 on loopback: the gateway must stop before it tries MQTT.
+        code = main(
+            [
+                "run",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--mqtt",
+                "mqtt://127.0.0.1:1",
+                "--db",
+                f"sqlite:///{tmp_path / 'g.sqlite3'}",
+            ]
+        )
+    assert code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not (tmp_path / "g.sqlite3").exists()
