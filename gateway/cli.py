@@ -100,8 +100,8 @@ def _check_listen(host: str, port: int) -> None:
     """Raise ConfigError when the API address cannot be bound.
 
     Checked before the MQTT connect, because a gateway that exits after
-    subscribing leaves a persistent session on the broker that queues
-    messages for nobody until it expires.
+    subscribing leaves a persistent session on the broker that keeps
+    queueing messages until it expires.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
