@@ -5,7 +5,9 @@ tinted areas, and lines as arrows from A to B with the `in` side marked. The
 side rule is that of `edge.analytics.lines`: `in` is a crossing from the
 left-hand side of A->B to its right-hand side as seen on screen, so the `in`
 arrow points to the right of the line's arrow. With detections, each box is
-drawn with the anchor point the node tests against lines and zones.
+drawn with the anchor point the node tests against lines and zones. With a
+ground plane, the marked ground points carry their metres and a grid of the
+ground is drawn, so a wrong point or a bent plane shows at a glance.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np
 
 from edge.analytics import LineSpec, ReferenceFrame, ZoneSpec
 from edge.config import NodeConfig
+from edge.config_calibration import GroundConfig
+from edge.ground import GroundPlane
 from edge.masks import PrivacyMask
 from edge.scene import Scene
 from edge.types import Anchor, Detections, Image
@@ -38,6 +42,15 @@ _MASK_OUTLINE = (160, 160, 160)
 _ANCHOR_COLOUR = (0, 255, 255)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _ZONE_ALPHA = 0.25
+_GROUND_COLOUR = (255, 255, 255)
+_GRID_COLOUR = (200, 200, 200)
+# Grid spacings in metres; the finest one giving at most this many lines
+# across the marked points' extent is drawn.
+_GRID_STEPS_M = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+_GRID_MAX_LINES = 12
+# Samples per grid line. A homography keeps lines straight, so the samples
+# only find where a line passes the horizon.
+_GRID_SAMPLES = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +91,84 @@ def render_preview(
     for index, line in enumerate(scene.lines):
         colour = PALETTE[(index + len(scene.zones)) % len(PALETTE)]
         _draw_line(canvas, line, reference, colour, scale)
+    if scene.ground is not None and config.ground is not None:
+        _draw_ground(canvas, scene.ground, config.ground, scale)
     if detections is not None:
         _draw_detections(canvas, detections, scale)
     return canvas
+
+
+def _draw_ground(
+    canvas: Image, plane: GroundPlane, ground: GroundConfig, scale: float
+) -> None:
+    """Draw a metre grid over the marked points' area and the points themselves.
+
+    The grid is mapped with the inverse homography only, so with a lens
+    section (points undistorted before the fit) it is off by the lens
+    distortion towards the picture's edges.
+    """
+    height, width = canvas.shape[:2]
+    world = np.asarray(ground.world_points, dtype=np.float64)
+    low, high = world.min(axis=0), world.max(axis=0)
+    margin = 0.25 * (high - low).max()
+    low, high = low - margin, high + margin
+    step = _grid_step(float((high - low).max()))
+    to_image = np.linalg.inv(plane.homography)
+    for axis in (0, 1):
+        start = math.floor(low[axis] / step) * step
+        for value in np.arange(start, high[axis] + step / 2, step):
+            along = np.linspace(low[1 - axis], high[1 - axis], _GRID_SAMPLES)
+            points = np.zeros((_GRID_SAMPLES, 2))
+            points[:, axis] = value
+            points[:, 1 - axis] = along
+            _draw_ground_polyline(canvas, to_image, plane.ground_sign, points)
+    sx = width / ground.resolution[0]
+    sy = height / ground.resolution[1]
+    for number, ((x, y), (east, north)) in enumerate(
+        zip(ground.image_points, ground.world_points, strict=True), start=1
+    ):
+        centre = (round(x * sx), round(y * sy))
+        cv2.circle(canvas, centre, max(3, round(4 * scale)), _GROUND_COLOUR, -1)
+        cv2.circle(canvas, centre, max(4, round(5 * scale)), (0, 0, 0), 1)
+        text = f"{number}: {east:g}, {north:g} m"
+        _label(canvas, text, (centre[0] + 6, centre[1] - 6), _GROUND_COLOUR, scale)
+    _label(canvas, f"ground grid {step:g} m", (6, height - 8), _GRID_COLOUR, scale)
+
+
+def _grid_step(extent_m: float) -> float:
+    """Return the finest grid spacing that keeps the line count readable."""
+    for step in _GRID_STEPS_M:
+        if extent_m / step <= _GRID_MAX_LINES:
+            return step
+    return _GRID_STEPS_M[-1]
+
+
+def _draw_ground_polyline(
+    canvas: Image, to_image: np.ndarray, ground_sign: float, world: np.ndarray
+) -> None:
+    """Draw ground points as one line, split where they pass the horizon."""
+    homogeneous = np.column_stack([world, np.ones(len(world))]) @ to_image.T
+    w = homogeneous[:, 2]
+    # Image points whose ground w has the plane's sign lie on the visible
+    # ground; the others would wrap around through the horizon.
+    image_points = np.column_stack([homogeneous[:, :2] / w[:, None], np.ones(len(w))])
+    visible = (w * ground_sign > 0) & np.all(np.isfinite(image_points), axis=1)
+    run: list[tuple[int, int]] = []
+    height, width = canvas.shape[:2]
+    limit = 4 * max(width, height)
+    for keep, (x, y, _) in zip(visible, image_points, strict=True):
+        if keep and abs(x) < limit and abs(y) < limit:
+            run.append((round(x), round(y)))
+            continue
+        _flush_run(canvas, run)
+        run = []
+    _flush_run(canvas, run)
+
+
+def _flush_run(canvas: Image, run: list[tuple[int, int]]) -> None:
+    if len(run) >= 2:
+        points = np.array(run, dtype=np.int32)
+        cv2.polylines(canvas, [points], False, _GRID_COLOUR, 1, cv2.LINE_AA)
 
 
 def _text_scale(width: int) -> float:

@@ -33,13 +33,19 @@ sitlab preview --config "$work/node.yaml" --snapshot "$work/snapshot.png" \
     --out "$work/preview.png"
 sitlab preview --config "$work/node.yaml" --snapshot "$work/snapshot.png" \
     --out "$work/preview-detect.png" --detect
+# The guide's illustrative ground points (section 6), then the ground overlay.
+sitlab ground --config "$work/node.yaml" --snapshot "$work/snapshot.png" \
+    --point 120,540=0,0 --point 700,545=12.5,0 \
+    --point 610,260=12.5,18 --point 170,262=0,18 --point 382,318=6,13.5
+sitlab preview --config "$work/node.yaml" --snapshot "$work/snapshot.png" \
+    --out "$work/preview-ground.png"
 # The guide's copies keep 32 levels per colour channel, which keeps each
 # PNG under 300 KB; the commands' own output is full depth.
 python - "$work" "$out" <<'PY'
 import sys
 import cv2
 work, out = sys.argv[1], sys.argv[2]
-for name in ("snapshot", "preview", "preview-detect"):
+for name in ("snapshot", "preview", "preview-detect", "preview-ground"):
     image = cv2.imread(f"{work}/{name}.png")
     image = (image // 8) * 8 + 4
     cv2.imwrite(f"{out}/vtest-{name}.png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
