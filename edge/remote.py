@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
 
 from edge.config import ID_PATTERN, ConfigError, NodeConfig, parse_config
 
@@ -228,13 +230,17 @@ def save_document(path: Path, document: dict[str, Any]) -> None:
     to disk and renamed over the config, so a power cut leaves either the old
     or the new file, never half of one.
 
+    The new values are written into the old file's YAML tree, so comments
+    stay with the keys they belong to. Only removed keys and the items of
+    replaced lists lose their comments.
+
     Raises:
         RemoteConfigError: the directory is not writable.
     """
     text = io.StringIO()
-    yaml = YAML(typ="safe")
+    yaml = YAML(typ="rt")
     yaml.default_flow_style = False
-    yaml.dump(document, text)
+    yaml.dump(_with_old_comments(path, document), text)
     temporary = path.with_name(f".{path.name}.new")
     try:
         if path.exists():
@@ -249,3 +255,31 @@ def save_document(path: Path, document: dict[str, Any]) -> None:
             f"cannot save the config to {path}: {error.strerror}; make its "
             "directory writable by the node's user (ReadWritePaths in the unit)"
         ) from None
+
+
+def _with_old_comments(path: Path, document: dict[str, Any]) -> Any:  # noqa: ANN401
+    """Return `document` written into the YAML tree of the file at `path`.
+
+    Falls back to the plain document when the old file cannot be read as a
+    YAML mapping.
+    """
+    try:
+        tree = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, YAMLError):
+        return document
+    if not isinstance(tree, CommentedMap):
+        return document
+    _update_in_place(tree, document)
+    return tree
+
+
+def _update_in_place(tree: CommentedMap, new: dict[str, Any]) -> None:
+    """Make `tree` equal to `new`, keeping the nodes (and comments) of kept keys."""
+    for key in [key for key in tree if key not in new]:
+        del tree[key]
+    for key, value in new.items():
+        old = tree.get(key)
+        if isinstance(old, CommentedMap) and isinstance(value, dict):
+            _update_in_place(old, value)
+        elif old != value or key not in tree:
+            tree[key] = copy.deepcopy(value)

@@ -30,6 +30,7 @@ from edge.remote import (
     parse_request,
     plan_change,
     prepare_change,
+    save_document,
 )
 from edge.rollout import RolloutError, check_url, parse_announcement
 from edge.runtime import NodeRuntime, RuntimeSettings
@@ -196,6 +197,52 @@ def test_model_url_allowed(url: str, allowed: tuple[str, ...]) -> None:
 def test_bad_announcement_rejected(payload: bytes, message: str) -> None:
     with pytest.raises(RolloutError, match=message):
         parse_announcement(payload)
+
+
+COMMENTED = """\
+# Campus node: ask the lab before moving the camera.
+site: lab
+node: cam-01  # pole 4
+detection:
+  confidence: 0.3  # tuned at dusk
+lines:
+  # the walkway gate
+  - {name: gate, points: [[0, 0], [10, 10]]}  # painted in May
+"""
+
+
+@pytest.mark.parametrize(
+    ("patch", "kept", "lost"),
+    [
+        (
+            {"detection": {"confidence": 0.4}},
+            ["# Campus node", "# pole 4", "# tuned at dusk", "# painted in May"],
+            [],
+        ),
+        (
+            {"lines": [{"name": "door", "points": [[1, 1], [2, 2]]}]},
+            ["# Campus node", "# pole 4", "# tuned at dusk", "# the walkway gate"],
+            ["# painted in May"],
+        ),
+        ({"node": None}, ["# Campus node", "# tuned at dusk"], ["# pole 4"]),
+    ],
+    ids=["value-changed", "list-replaced", "key-removed"],
+)
+def test_saved_config_keeps_comments(
+    tmp_path: Path, patch: dict[str, Any], kept: list[str], lost: list[str]
+) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(COMMENTED)
+    document = YAML(typ="safe").load(COMMENTED)
+    updated = merge_patch(document, patch)
+    save_document(path, updated)
+    text = path.read_text()
+    assert YAML(typ="safe").load(text) == updated
+    for comment in kept:
+        assert comment in text
+    for comment in lost:
+        assert comment not in text
+    assert (tmp_path / "node.yaml.bak").read_text() == COMMENTED
 
 
 # -- a running node ----------------------------------------------------------
