@@ -41,6 +41,9 @@ from edge.motion import MotionConfig
 from edge.types import Anchor
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Free text that goes into every message: no control characters, which the
+# gateway rejects (PostgreSQL cannot store NUL).
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
 COCO_TRAFFIC_CLASSES = ["person", "bicycle", "car", "motorcycle", "bus", "truck"]
 
@@ -358,7 +361,11 @@ class NodeConfig(_Strict):
         default="UTC", description="IANA time zone of the site, for arming schedules."
     )
     config_version: str = Field(
-        default="1", max_length=64, description="Reported in the node's status."
+        default="1",
+        min_length=1,
+        max_length=64,
+        pattern=PRINTABLE_PATTERN,
+        description="Reported in the node's status; printable characters only.",
     )
     source: SourceConfig
     model: ModelConfig

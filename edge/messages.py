@@ -247,6 +247,20 @@ def _check_time_order(payload: dict[str, Any], kind: str) -> None:
         )
 
 
+def describe_json_error(error: Exception) -> str:
+    """Return a short reason why `json.loads` failed, for replies and dead letters.
+
+    Python rejects integers of more than 4300 digits with advice to raise
+    its own limit, which the sender of such a payload cannot do.
+    """
+    if isinstance(error, RecursionError):
+        return "it nests too deeply"
+    text = str(error)
+    if "integer string conversion" in text or "Exceeds the limit" in text:
+        return "an integer has more than 4300 digits"
+    return text[:200]
+
+
 def encode(payload: dict[str, Any]) -> bytes:
     """Serialise a payload as compact UTF-8 JSON."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

@@ -25,6 +25,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
 from edge.config import ID_PATTERN, ConfigError, NodeConfig, parse_config
+from edge.messages import describe_json_error
 
 # Sections `Pipeline.apply_live` swaps without a restart.
 LIVE_SECTIONS = frozenset({"lines", "zones", "masks", "config_version"})
@@ -83,7 +84,7 @@ def parse_request(payload: bytes) -> ConfigRequest:
     except (ValueError, RecursionError) as error:
         # ValueError covers bad UTF-8, bad syntax and integers beyond
         # Python's 4300-digit conversion limit.
-        detail = str(error)[:200]
+        detail = describe_json_error(error)
         raise RemoteConfigError(f"config request is not JSON: {detail}") from None
     try:
         return ConfigRequest.model_validate(data)

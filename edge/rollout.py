@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.config import ConfigError, NodeConfig, parse_config
+from edge.messages import describe_json_error
 from edge.remote import REQUEST_ID_PATTERN, ConfigChange, merge_patch, plan_change
 from edge.types import Image
 
@@ -79,7 +80,7 @@ def parse_announcement(payload: bytes) -> ModelAnnouncement:
     except (ValueError, RecursionError) as error:
         # ValueError covers bad UTF-8, bad syntax and integers beyond
         # Python's 4300-digit conversion limit.
-        detail = str(error)[:200]
+        detail = describe_json_error(error)
         raise RolloutError(f"model announcement is not JSON: {detail}") from None
     try:
         return ModelAnnouncement.model_validate(data)

@@ -28,7 +28,7 @@ from typing import Any
 
 from edge import __version__
 from edge.config import ConfigError, NodeConfig, load_config, load_yaml
-from edge.messages import topic_for
+from edge.messages import describe_json_error, topic_for
 from edge.pipeline import Pipeline, PipelineError
 from edge.remote import (
     ConfigChange,
@@ -340,11 +340,11 @@ class NodeRuntime:
             self._send("config_state", request.request_id, "rejected", str(error))
             return
         except (RecursionError, ValueError) as error:
-            # A patch nested thousands deep overflows the merge, and the
-            # request must still get its answer.
+            # A patch nested about a thousand deep overflows the merge, and the
+            # request must still get its reply.
             self._release()
             logger.warning("config request %s failed: %r", request.request_id, error)
-            reason = f"config request cannot be applied: {type(error).__name__}"
+            reason = f"config request cannot be applied: {describe_json_error(error)}"
             self._send("config_state", request.request_id, "rejected", reason)
             return
         if change.plan.needs_restart:

@@ -17,8 +17,14 @@ from fastapi import (
     Request,
     Response,
 )
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    StreamingResponse,
+)
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -45,18 +51,27 @@ SESSION_COOKIE = "sitlab_session"
 _bearer = HTTPBearer(auto_error=False)
 
 
+# Text that the store keeps: no NUL, which PostgreSQL cannot store, and no
+# other control characters except tab and line breaks in notes.
+_NOTE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
 class StepRequest(BaseModel):
     """Body of an acknowledge or resolve request."""
 
     note: str | None = Field(
-        None, max_length=2000, description="Free text for the timeline."
+        None,
+        max_length=2000,
+        pattern=_NOTE_PATTERN,
+        description="Free text for the timeline.",
     )
 
 
 class LoginRequest(BaseModel):
     """Body of POST /api/v1/login."""
 
-    username: str = Field(min_length=1, max_length=128)
+    username: str = Field(min_length=1, max_length=128, pattern=_NAME_PATTERN)
     password: str = Field(min_length=1, max_length=1024)
 
 
@@ -65,7 +80,10 @@ class TokenRequest(BaseModel):
 
     role: str = Field(description="viewer, dispatcher or admin.")
     name: str = Field(
-        min_length=1, max_length=128, description="What the token is for."
+        min_length=1,
+        max_length=128,
+        pattern=_NAME_PATTERN,
+        description="What the token is for.",
     )
 
 
@@ -101,6 +119,20 @@ def _event_id(name: str, value: str | None) -> int | None:
     return event_id
 
 
+async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """Return a 422 naming where and why a request is invalid, without its input.
+
+    FastAPI's own response echoes the input, which fails to encode a lone
+    UTF-16 surrogate (a 500) and returns megabytes of an oversized field.
+    """
+    problems = error.errors() if isinstance(error, RequestValidationError) else []
+    detail = [
+        {"loc": list(problem["loc"]), "msg": problem["msg"], "type": problem["type"]}
+        for problem in problems
+    ]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
 def create_app(  # noqa: C901, PLR0915
     db: Database,
     config: GatewayConfig,
@@ -123,6 +155,7 @@ def create_app(  # noqa: C901, PLR0915
         docs_url=None,
         redoc_url=None,
     )
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
     def principal(
         request: Request,

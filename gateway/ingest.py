@@ -19,6 +19,7 @@ from edge.messages import (
     SCHEMA_VERSION,
     MessageError,
     Topic,
+    describe_json_error,
     kind_for_leaf,
     parse_utc,
     validate,
@@ -204,7 +205,7 @@ def _decode(raw: bytes) -> Any:  # noqa: ANN401
     except (ValueError, RecursionError) as error:
         # ValueError covers syntax errors and integers beyond Python's
         # 4300-digit conversion limit.
-        detail = str(error)[:200]
+        detail = describe_json_error(error)
         raise _RejectedError("invalid_json", f"payload is not JSON: {detail}") from None
     problem = _text_problem(payload)
     if problem is not None:

@@ -129,6 +129,7 @@ ZONE = (
             r"confidence is true, invalid for a number",
         ),
         ("motion:\n  max_interval_s: .nan\n", r"motion.max_interval_s: .*finite"),
+        ('config_version: "v\\0x"\n', r"config_version: String should match"),
         (
             "geometry:\n  reference_resolution: [true, 576]\n",
             r"reference_resolution contains true or false",
@@ -163,6 +164,7 @@ ZONE = (
         "infinity",
         "bool-as-number",
         "motion-nan",
+        "nul-in-config-version",
         "bool-in-resolution",
         "bool-in-points",
         "rule-nan",

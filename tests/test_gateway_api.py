@@ -134,6 +134,25 @@ def test_database_stores_no_token(db: Database, tokens: dict[str, str]) -> None:
         assert token[4:] not in text
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/login", b'{"username": "a\\ud800", "password": "x"}'),
+        ("/api/v1/incidents/x/ack", b'{"note": "a\\ud800b"}'),
+        ("/api/v1/incidents/x/ack", b'{"note": "a\\u0000b"}'),
+        ("/api/v1/tokens", b'{"role": "viewer", "name": "a\\u0000b"}'),
+    ],
+    ids=["surrogate-login", "surrogate-note", "nul-note", "nul-token-name"],
+)
+def test_bad_text_in_body_is_422(
+    client: TestClient, tokens: dict[str, str], path: str, body: bytes
+) -> None:
+    headers = bearer(tokens["admin"]) | {"Content-Type": "application/json"}
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 422
+    assert "input" not in response.text
+
+
 @pytest.mark.parametrize("name", ["", "x" * 129], ids=["empty", "too-long"])
 def test_token_name_length_checked(db: Database, name: str) -> None:
     with pytest.raises(AuthError, match="token name of .* is invalid"):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from edge import messages
-from edge.messages import MessageError, Topic, validate
+from edge.messages import MessageError, Topic, describe_json_error, validate
 
 
 def counts_payload(**changes: Any) -> dict[str, Any]:
@@ -119,3 +120,18 @@ def test_topic_parse_round_trip(topic: str, expected: Topic) -> None:
 def test_topic_parse_rejects_foreign_topics(topic: str) -> None:
     with pytest.raises(MessageError, match="topic"):
         Topic.parse(topic)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"seq": ' + b"9" * 5000 + b"}", "an integer has more than 4300 digits"),
+        (b"[" * 100_000 + b"]" * 100_000, "it nests too deeply"),
+        (b"{", "Expecting property name"),
+    ],
+    ids=["huge-integer", "deep-nesting", "syntax"],
+)
+def test_json_error_described(payload: bytes, reason: str) -> None:
+    with pytest.raises((ValueError, RecursionError)) as caught:
+        json.loads(payload)
+    assert reason in describe_json_error(caught.value)
