@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 
 import cv2
 import numpy as np
@@ -19,7 +18,8 @@ from calibration.ground import (
     wgs84_to_local,
 )
 from edge.ground import GroundError, GroundPlane, SpeedMethod, TrackSpeeds
-from edge.types import Frame, Track, TrackedFrame
+from edge.types import TrackedFrame
+from tests.support.ground_camera import tracked_at
 
 RESOLUTION = (1280, 720)
 CAMERA = np.array([[1000.0, 0, 640], [0, 1000.0, 360], [0, 0, 1]])
@@ -282,28 +282,6 @@ def test_build_ground_rejects_point_outside_snapshot() -> None:
         build_ground(pairs, RESOLUTION)
 
 
-def _tracked(
-    pts_s: float, anchor: np.ndarray, velocity: tuple[float, float]
-) -> TrackedFrame:
-    x, y = float(anchor[0]), float(anchor[1])
-    frame = Frame(
-        image=np.zeros((2, 2, 3), np.uint8),
-        index=0,
-        pts_s=pts_s,
-        captured_at=datetime.now(UTC),
-    )
-    track = Track(
-        track_id=1,
-        xyxy=(x - 15, y - 60, x + 15, y),
-        class_id=2,
-        confidence=0.9,
-        confirmed=True,
-        detected=True,
-        velocity_xy=velocity,
-    )
-    return TrackedFrame(frame=frame, tracks=[track])
-
-
 @pytest.mark.parametrize(
     ("start", "heading"),
     [((-5.0, 3.0), (1.0, 0.0)), ((0.0, 0.0), (0.0, 1.0)), ((-3.0, 1.0), (0.6, 0.8))],
@@ -323,7 +301,9 @@ def test_ten_metres_per_second_is_36_kmh(
         before = project(np.array([position - 10.0 * dt * np.array(heading)]))[0]
         after = project(np.array([position + 10.0 * dt * np.array(heading)]))[0]
         velocity = tuple((after - before) / (2 * dt))
-        results = speeds.update(_tracked(t, project(np.array([position]))[0], velocity))
+        results = speeds.update(
+            tracked_at(t, *project(np.array([position]))[0], velocity=velocity)
+        )
 
     assert results[1] == pytest.approx(36.0, rel=0.02)
     assert speeds.speed_kmh(1) == results[1]
@@ -331,7 +311,7 @@ def test_ten_metres_per_second_is_36_kmh(
 
 def test_speed_state_is_purged() -> None:
     speeds = TrackSpeeds(true_plane(), max_tracks=2)
-    tracked = _tracked(0.0, project(np.array([[0.0, 5.0]]))[0], (0.0, 0.0))
+    tracked = tracked_at(0.0, *project(np.array([[0.0, 5.0]]))[0])
     speeds.update(tracked)
     tracked.ended_track_ids.append(1)
     speeds.update(TrackedFrame(frame=tracked.frame, ended_track_ids=[1]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,13 @@ from calibration.ground import (
 from edge.config_calibration import MAX_SPEED_KMH, GroundConfig
 from edge.ground import GroundError, SpeedMethod, TrackSpeeds
 from edge.ground_points import is_mirrored
-from edge.types import Frame, Track, TrackedFrame
 from tests.support.ground_camera import (
     RESOLUTION,
     ground_plane,
     ground_section,
     pixel,
     project,
+    tracked_at,
 )
 
 # The trial's campus points with points 3 and 4 paired the wrong way round.
@@ -205,25 +204,6 @@ def test_ground_plane_scales_same_aspect(stream: tuple[int, int]) -> None:
     assert ground_plane().for_stream(stream).resolution_wh == stream
 
 
-def _frame(pts_s: float, x: float, y: float) -> TrackedFrame:
-    frame = Frame(
-        image=np.zeros((2, 2, 3), np.uint8),
-        index=0,
-        pts_s=pts_s,
-        captured_at=datetime.now(UTC),
-    )
-    track = Track(
-        track_id=7,
-        xyxy=(x - 15, y - 60, x + 15, y),
-        class_id=0,
-        confidence=0.9,
-        confirmed=True,
-        detected=True,
-        velocity_xy=(0.0, 0.0),
-    )
-    return TrackedFrame(frame=frame, tracks=[track])
-
-
 @pytest.mark.parametrize(
     ("speed_mps", "reported"),
     [(10.0, True), (MAX_SPEED_KMH / 3.6 * 1.5, False), (1000.0, False)],
@@ -238,7 +218,9 @@ def test_speeds_above_cap_are_unknown(
         for step in range(10):
             # Move east along north = 5 m, out of the picture when fast.
             east = -5.0 + speed_mps * step / 10
-            results = speeds.update(_frame(step / 10, *pixel(east, 5.0)))
+            results = speeds.update(
+                tracked_at(step / 10, *pixel(east, 5.0), track_id=7)
+            )
 
     assert (7 in results) is reported
     assert (speeds.speed_kmh(7) is not None) is reported
@@ -253,7 +235,7 @@ def test_implausible_speeds_logged_once_a_minute(
     with caplog.at_level(logging.WARNING, logger="edge.ground"):
         for step in range(1200):
             # 300 m/s east for two minutes of stream at 10 fps.
-            speeds.update(_frame(step / 10, *pixel(30.0 * step, 5.0)))
+            speeds.update(tracked_at(step / 10, *pixel(30.0 * step, 5.0), track_id=7))
 
     assert speeds.implausible_count > 1000
     assert len(caplog.records) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from calibration.ground import PointPair, build_ground
 from edge.config_calibration import GroundConfig
 from edge.ground import GroundPlane
+from edge.types import Frame, Track, TrackedFrame
 
 RESOLUTION = (1280, 720)
 _CAMERA = np.array([[1000.0, 0, 640], [0, 1000.0, 360], [0, 0, 1]])
@@ -62,3 +64,30 @@ def ground_section() -> dict[str, Any]:
 def ground_plane() -> GroundPlane:
     """Return the node's ground plane at the calibration resolution."""
     return GroundPlane.from_config(ground_config())
+
+
+def tracked_at(
+    pts_s: float,
+    x: float,
+    y: float,
+    *,
+    track_id: int = 1,
+    velocity: tuple[float, float] = (0.0, 0.0),
+) -> TrackedFrame:
+    """Return a frame with one detected track whose bottom centre is (x, y)."""
+    frame = Frame(
+        image=np.zeros((2, 2, 3), np.uint8),
+        index=0,
+        pts_s=pts_s,
+        captured_at=datetime.now(UTC),
+    )
+    track = Track(
+        track_id=track_id,
+        xyxy=(x - 15, y - 60, x + 15, y),
+        class_id=2,
+        confidence=0.9,
+        confirmed=True,
+        detected=True,
+        velocity_xy=velocity,
+    )
+    return TrackedFrame(frame=frame, tracks=[track])
