@@ -40,11 +40,10 @@ from gateway import (
     web,
 )
 from gateway.config import GatewayConfig
-from gateway.ingest import INT64_MAX
+from gateway.ingest import INT64_MAX, JPEG_MAGIC
 from gateway.store import Database
 from gateway.timeutil import ms_iso, now_ms, to_ms
 
-JPEG_MAGIC = b"\xff\xd8\xff"
 logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "sitlab_session"

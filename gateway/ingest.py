@@ -48,6 +48,8 @@ REASONS = (
 # Both databases store integers in signed 64-bit columns.
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+# First bytes of every JPEG file (SOI marker and the next marker's 0xFF).
+JPEG_MAGIC = b"\xff\xd8\xff"
 # Dead-letter details show this many digits of an oversized integer.
 _SHOWN_DIGITS = 40
 
@@ -314,7 +316,7 @@ def _check_evidence(message: dict[str, Any]) -> None:
         magic = base64.b64decode(head, validate=True)[:3]
     except ValueError:
         magic = b""
-    if magic != b"\xff\xd8\xff":
+    if magic != JPEG_MAGIC:
         raise _RejectedError(
             "schema", "/evidence/data_base64 does not start with a JPEG image"
         )

@@ -117,15 +117,7 @@ def _seq_conflict(tx: Tx, item: Accepted) -> Rejected | None:
     )
     if detail is None:
         return None
-    raw = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-    return Rejected(
-        topic=item.topic,
-        reason="seq_conflict",
-        detail=detail,
-        raw=raw[:4096],
-        size=len(raw),
-        received_ms=item.received_ms,
-    )
+    return _rejected_after_checks(item, "seq_conflict", detail)
 
 
 def _foreign_incident(tx: Tx, item: Accepted) -> Rejected | None:
@@ -156,14 +148,20 @@ def _foreign_incident(tx: Tx, item: Accepted) -> Rejected | None:
         message["site"],
         message["node"],
     )
-    raw = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    detail = (
+        f"incident {message['incident_id']} belongs to node {owner[0]}/"
+        f"{owner[1]}, not {message['site']}/{message['node']}"
+    )
+    return _rejected_after_checks(item, "incident_owner", detail)
+
+
+def _rejected_after_checks(item: Accepted, reason: str, detail: str) -> Rejected:
+    """Return a dead letter for a valid message that the store's checks reject."""
+    raw = json.dumps(item.payload, separators=(",", ":"), ensure_ascii=False).encode()
     return Rejected(
         topic=item.topic,
-        reason="incident_owner",
-        detail=(
-            f"incident {message['incident_id']} belongs to node {owner[0]}/"
-            f"{owner[1]}, not {message['site']}/{message['node']}"
-        ),
+        reason=reason,
+        detail=detail,
         raw=raw[:4096],
         size=len(raw),
         received_ms=item.received_ms,
