@@ -116,9 +116,10 @@ class GroundFit:
 
     @property
     def verdict(self) -> Verdict | None:
-        """GOOD under 0.1 m, OK under 0.3 m, otherwise REDO; None with 4 points.
+        """Return the fit's verdict: GOOD under 0.1 m, OK under 0.3 m, else REDO.
 
-        Four points always fit exactly, so their error says nothing.
+        With 4 points it is None, because 4 points always fit exactly and
+        their error shows nothing about the measurement.
         """
         if sum(self.inliers) <= MIN_POINTS:
             return None
@@ -207,7 +208,7 @@ def _ecef(lat_deg: FloatArray, lon_deg: FloatArray) -> FloatArray:
     )
 
 
-def check_point_set(points: FloatArray, what: str, duplicate: float) -> None:
+def check_point_set(points: FloatArray, kind: str, duplicate: float) -> None:
     """Reject point sets that cannot define a homography.
 
     Raises:
@@ -215,7 +216,7 @@ def check_point_set(points: FloatArray, what: str, duplicate: float) -> None:
             given) for too few, non-finite, duplicate or collinear points.
     """
     try:
-        check_points(points, what, duplicate)
+        check_points(points, kind, duplicate)
     except PointSetError as error:
         raise GroundCalibrationError(str(error)) from None
 

@@ -42,7 +42,7 @@ class PointSetError(ValueError):
     """Marked points from which no ground plane can be made or checked."""
 
 
-def check_point_set(points: FloatArray, what: str, duplicate: float) -> None:
+def check_point_set(points: FloatArray, kind: str, duplicate: float) -> None:
     """Reject point sets that cannot define a homography.
 
     A homography needs four points of which no three are on one line. With
@@ -51,7 +51,7 @@ def check_point_set(points: FloatArray, what: str, duplicate: float) -> None:
 
     Args:
         points: (N, 2) points.
-        what: "image" or "world", for the message.
+        kind: "image" or "world", for the message.
         duplicate: distance under which two points count as the same.
 
     Raises:
@@ -68,13 +68,13 @@ def check_point_set(points: FloatArray, what: str, duplicate: float) -> None:
     for index, point in enumerate(points):
         if not np.all(np.isfinite(point)):
             raise PointSetError(
-                f"{what} point {index + 1} {_fmt(point)} is not a finite number; "
+                f"{kind} point {index + 1} {_fmt(point)} is not a finite number; "
                 "give measured numbers for every point"
             )
     for i, j in itertools.combinations(range(count), 2):
         if float(np.hypot(*(points[i] - points[j]))) < duplicate:
             raise PointSetError(
-                f"{what} points {i + 1} and {j + 1} are the same place "
+                f"{kind} points {i + 1} and {j + 1} are the same place "
                 f"({_fmt(points[i])} and {_fmt(points[j])}); mark distinct points"
             )
     collinear = [
@@ -92,7 +92,7 @@ def check_point_set(points: FloatArray, what: str, duplicate: float) -> None:
         ", ".join(f"{i + 1} {_fmt(points[i])}" for i in triple) for triple in collinear
     )
     raise PointSetError(
-        f"{what} points are (nearly) collinear: {names}. A ground plane needs four "
+        f"{kind} points are (nearly) collinear: {names}. A ground plane needs four "
         "points with no three on one line; mark points that span an area, e.g. "
         "the corners of a parking bay or crossing"
     )

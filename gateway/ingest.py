@@ -307,7 +307,7 @@ def _check_zone_order(message: dict[str, Any]) -> None:
 
 
 def _check_evidence(message: dict[str, Any]) -> None:
-    """Reject evidence whose bytes are no JPEG, whatever its content_type says."""
+    """Reject evidence whose bytes are no JPEG, whatever content_type it declares."""
     evidence = message.get("evidence")
     if not isinstance(evidence, dict):
         return

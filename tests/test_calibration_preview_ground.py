@@ -30,7 +30,7 @@ def test_preview_draws_ground_only_when_set(with_ground: bool) -> None:
     grey = np.all(image == GRID_GREY, axis=2).sum()
     assert (grey > 500) == with_ground
     if with_ground:
-        # The grid's 0 m lines meet at the origin, which the camera sees.
+        # The grid's 0 m lines meet at the origin, which is inside the picture.
         x, y = np.round(project([(0.0, 0.0)])[0]).astype(int)
         window = image[y - 2 : y + 3, x - 2 : x + 3].astype(int)
         # Anti-aliasing dims the line's pixels, so any light grey counts.

@@ -396,8 +396,8 @@ def test_restart_change_applied_and_failing_one_rolled_back(
     node: tuple[NodeRuntime, StateListener], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime, listener = node
-    # The request a final state names must be released when the state goes
-    # out, or a gateway that answers at once is told the node is busy.
+    # The node must release the request before its final state goes out.
+    # Otherwise a gateway that sends the next request at once gets "busy".
     busy_at_final_state: list[tuple[str, str | None]] = []
     send = runtime._send  # noqa: SLF001
 

@@ -1,13 +1,13 @@
 """Broker outage and node SIGKILL in one run: the gateway loses and doubles nothing.
 
 The node runs on vtest.avi through a real Mosquitto into a real gateway. In
-the middle of the clip the broker stops for 30 s; during the outage the node
+the middle of the clip the broker stops for 30 s. During the outage the node
 is killed with SIGKILL and started again on the same outbox. Its outbox
 keeps what was counted, the resume checkpoint skips what was already
-counted, and the gateway deduplicates re-sent messages. So the gateway holds
-each counts interval once, the intervals before the kill equal those of an
-undisturbed run, and the totals differ only where the restarted tracker
-follows people differently.
+counted, and the gateway deduplicates re-sent messages. So the gateway
+stores each counts interval once, and the intervals before the kill equal
+those of an undisturbed run. The totals differ only where the restarted
+tracker follows people differently.
 """
 
 from __future__ import annotations
