@@ -106,6 +106,13 @@ def top(**fields: Any) -> Edit:  # noqa: ANN401
     return edit
 
 
+def ingest_edited(db: Database, edit: Edit) -> None:
+    """Ingest one counts message after `edit` changed it."""
+    message = counts_message(start=START)
+    edit(message)
+    ingest(db, message)
+
+
 # --- 1. figures beyond the plausible bounds of counts.json --------------------
 
 HUGE_SPEED = 1.7e308
@@ -162,9 +169,7 @@ BEYOND_BOUNDS = [
 def test_figure_beyond_bound_dead_lettered(
     db: Database, edit: Edit, match: str
 ) -> None:
-    message = counts_message(start=START)
-    edit(message)
-    ingest(db, message)
+    ingest_edited(db, edit)
     letters = dead_letters(db)
     assert [reason for reason, _ in letters] == ["schema"]
     assert re.search(match, letters[0][1]), letters[0][1]
@@ -183,9 +188,7 @@ AT_BOUNDS = [
     "edit", [case[1] for case in AT_BOUNDS], ids=[case[0] for case in AT_BOUNDS]
 )
 def test_figure_at_bound_accepted(db: Database, edit: Edit) -> None:
-    message = counts_message(start=START)
-    edit(message)
-    ingest(db, message)
+    ingest_edited(db, edit)
     assert dead_letters(db) == []
     assert stored_lines(db) == 1
 
@@ -242,9 +245,7 @@ CONTRADICTIONS = [
 def test_contradicting_figures_dead_lettered(
     db: Database, edit: Edit, match: str
 ) -> None:
-    message = counts_message(start=START)
-    edit(message)
-    ingest(db, message)
+    ingest_edited(db, edit)
     letters = dead_letters(db)
     assert [reason for reason, _ in letters] == ["schema"]
     assert re.search(match, letters[0][1]), letters[0][1]
@@ -268,9 +269,7 @@ CONSISTENT = [
     "edit", [case[1] for case in CONSISTENT], ids=[case[0] for case in CONSISTENT]
 )
 def test_consistent_figures_accepted(db: Database, edit: Edit) -> None:
-    message = counts_message(start=START)
-    edit(message)
-    ingest(db, message)
+    ingest_edited(db, edit)
     assert dead_letters(db) == []
     assert stored_lines(db) == 1
 
